@@ -1,0 +1,70 @@
+"""Training events: the one vocabulary spoken by the engine, executors, store, API and UI.
+
+The engine emits plain dicts (JSON-safe, so they cross process and kernel boundaries
+unchanged) to a *sink*: any callable taking one event. Shape of every event:
+
+    {"type": "epoch", "run_id": "r_...", "time": 1700000000.0, "data": {...}}
+
+Types and their ``data``:
+- ``run.started``   {"device": "cpu", "epochs_total": 5, "n_train": 54000, "n_val": 6000,
+                     "flops_per_sample": {"forward": int, "backward": int}}
+- ``step``          {"epoch": 1, "step": 120, "loss": 0.31}   (sampled, not every step)
+- ``epoch``         {"epoch": 1, "step": 844, "train_loss", "train_accuracy", "val_loss",
+                     "val_accuracy", "epoch_time_s", "samples_per_s", "forward_tflops",
+                     "backward_tflops", "total_tflops", "peak_memory_bytes"}
+- ``run.completed`` {"epochs_run": 5, "stopped_early": bool, "metrics": {...last epoch...},
+                     "parameters_safetensors_b64": str}   (trained weights, see workbench.model)
+- ``run.failed``    {"error": "message"}
+- ``run.cancelled`` {"epoch": 2}
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Sink = Callable[[Event], None]
+
+RUN_STARTED = "run.started"
+STEP = "step"
+EPOCH = "epoch"
+RUN_COMPLETED = "run.completed"
+RUN_FAILED = "run.failed"
+RUN_CANCELLED = "run.cancelled"
+TERMINAL = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+
+# Per-epoch metric names that the store keeps in long form.
+EPOCH_METRICS = (
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "epoch_time_s",
+    "samples_per_s",
+    "forward_tflops",
+    "backward_tflops",
+    "total_tflops",
+    "peak_memory_bytes",
+)
+
+
+def make_event(type_: str, run_id: str, **data: Any) -> Event:
+    """Build an event with a wall-clock timestamp."""
+    return {"type": type_, "run_id": run_id, "time": time.time(), "data": data}
+
+
+def null_sink(event: Event) -> None:
+    """A sink that drops everything (for callers that only want the return value)."""
+
+
+def fan_out(*sinks: Sink | None) -> Sink:
+    """One sink that forwards each event to several (None entries are skipped)."""
+    live = [s for s in sinks if s is not None]
+
+    def sink(event: Event) -> None:
+        for s in live:
+            s(event)
+
+    return sink

@@ -1,0 +1,37 @@
+"""Persistence: the DuckDB store of models, runs, metrics, trained parameters and events.
+
+    from workbench.store import Store
+    with Store() as store:                      # get_settings().db_path
+        model = store.create_model(architecture={...}, hyperparams={...})
+        run = store.create_run(model_id=model.model_id, hyperparams={...}, epochs_total=5)
+        store.apply_event(event)                # the writer path for training events
+
+Callers exchange entities (dataclasses), never rows; no SQL lives outside this package.
+"""
+
+from workbench.store.duck import Store, StoreLockedError, safetensors_data_bytes
+from workbench.store.entities import (
+    RUN_STATES,
+    TERMINAL_STATES,
+    MetricRecord,
+    ModelRecord,
+    ParamRecord,
+    RunRecord,
+)
+from workbench.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaTooNewError
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "RUN_STATES",
+    "TERMINAL_STATES",
+    "MetricRecord",
+    "Migration",
+    "ModelRecord",
+    "ParamRecord",
+    "RunRecord",
+    "SchemaTooNewError",
+    "Store",
+    "StoreLockedError",
+    "safetensors_data_bytes",
+]

@@ -1,0 +1,167 @@
+"""Versioned schema for the DuckDB store.
+
+``MIGRATIONS`` is an ordered list; step *n* (1-based) takes the schema from version n-1 to n.
+Each step runs once, inside its own transaction, and records itself in ``schema_version``.
+Later changes APPEND steps; never edit a step that has shipped.
+
+All timestamps are naive ``TIMESTAMP`` values in UTC (``TIMESTAMPTZ`` would make DuckDB's
+Python client depend on pytz and on the session time zone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    # SQL statements, or a callable receiving the connection (inside the transaction).
+    statements: tuple[str, ...] = ()
+    apply: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        version=1,
+        description="models, runs, metrics, params, events",
+        statements=(
+            """
+            CREATE TABLE models (
+                model_id     VARCHAR PRIMARY KEY,
+                name         VARCHAR NOT NULL,
+                architecture JSON NOT NULL,
+                hyperparams  JSON NOT NULL,
+                created_at   TIMESTAMP NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE runs (
+                run_id       VARCHAR PRIMARY KEY,
+                model_id     VARCHAR NOT NULL,
+                state        VARCHAR NOT NULL,
+                error        VARCHAR,
+                epoch        INTEGER NOT NULL DEFAULT 0,
+                epochs_total INTEGER NOT NULL,
+                hyperparams  JSON NOT NULL,
+                dataset      VARCHAR NOT NULL,
+                target       VARCHAR NOT NULL,
+                device       VARCHAR,
+                param_id     VARCHAR,
+                created_at   TIMESTAMP NOT NULL,
+                started_at   TIMESTAMP,
+                finished_at  TIMESTAMP,
+                updated_at   TIMESTAMP NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE metrics (
+                run_id VARCHAR NOT NULL,
+                epoch  INTEGER NOT NULL,
+                step   BIGINT,
+                name   VARCHAR NOT NULL,
+                value  DOUBLE,
+                time   TIMESTAMP NOT NULL
+            )
+            """,
+            "CREATE INDEX metrics_run_idx ON metrics (run_id)",
+            """
+            CREATE TABLE params (
+                param_id    VARCHAR PRIMARY KEY,
+                model_id    VARCHAR NOT NULL,
+                run_id      VARCHAR,
+                safetensors BLOB NOT NULL,
+                size_bytes  BIGINT NOT NULL,
+                created_at  TIMESTAMP NOT NULL
+            )
+            """,
+            "CREATE SEQUENCE events_id_seq START 1",
+            """
+            CREATE TABLE events (
+                id     BIGINT PRIMARY KEY DEFAULT nextval('events_id_seq'),
+                run_id VARCHAR NOT NULL,
+                type   VARCHAR NOT NULL,
+                time   TIMESTAMP NOT NULL,
+                data   JSON NOT NULL
+            )
+            """,
+            "CREATE INDEX events_run_idx ON events (run_id)",
+        ),
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer workbench than this one."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The highest applied migration (0 for a fresh database)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(con: duckdb.DuckDBPyConnection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply every pending migration in order; returns the versions applied (idempotent)."""
+    steps = MIGRATIONS if migrations is None else migrations
+    _check_order(steps)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP NOT NULL)"
+    )
+    applied: list[int] = []
+    have = current_version(con)
+    latest = steps[-1].version if steps else 0
+    if have > latest:
+        raise SchemaTooNewError(
+            f"store schema is version {have} but this workbench only knows up to {latest}; "
+            "upgrade nn-workbench"
+        )
+    for step in steps:
+        if step.version <= have:
+            continue
+        con.begin()
+        try:
+            # Re-check inside the transaction (another connection may have migrated).
+            if current_version(con) >= step.version:
+                con.rollback()
+                continue
+            for sql in step.statements:
+                con.execute(sql)
+            if step.apply is not None:
+                step.apply(con)
+            con.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                [step.version, step.description, _utcnow()],
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        applied.append(step.version)
+    return applied
+
+
+def _check_order(steps: list[Migration]) -> None:
+    for expected, step in enumerate(steps, start=1):
+        if step.version != expected:
+            raise RuntimeError(
+                f"migration list out of order: position {expected} has version {step.version}"
+            )

@@ -1,0 +1,255 @@
+"""The training loop: flat, readable top to bottom.
+
+Data sits on the training device as two tensors; a batch is a slice of a seeded permutation
+(no per-sample Dataset/DataLoader on the hot path). Loss and accuracy accumulate on the device
+and are read once per epoch, so there is no host sync between steps. Progress goes out as
+events (``workbench.events``) to a sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import events as ev
+from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
+from ..spec import Architecture, Hyperparams
+from .optim import make_optimizer
+from .steps import EagerStep, GraphedStep
+from .timing import peak_memory_bytes, phase_timer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOptions:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cuda_graph: bool = True  # capture the step in CUDA graphs (CUDA only); False = eager
+    step_events_per_epoch: int = 20  # sampled step-loss points (each read costs nothing extra)
+    eval_batch_size: int = 8192  # evaluation is forward-only, so big batches are fine
+    freeze: tuple[int, ...] = ()  # spec indices of linear layers whose weights stay fixed
+    initial_weights: dict[str, torch.Tensor] | None = None  # start from these (fine-tuning)
+    include_weights_in_event: bool = True  # run.completed carries base64 safetensors
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model: nn.Sequential  # trained, on CPU
+    history: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
+    stopped_early: bool = False
+    cancelled: bool = False
+    device: str = "cpu"
+
+    @property
+    def final_metrics(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but CUDA is not available here")
+    return device
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 8192
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, correct count) as device tensors: the caller decides when to
+    sync."""
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for i in range(0, x.shape[0], batch_size):
+        logits = net(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return loss_sum, correct
+
+
+def train(
+    architecture: Architecture,
+    hyperparams: Hyperparams,
+    splits: Any,
+    *,
+    run_id: str = "r_local",
+    sink: ev.Sink | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    options: TrainOptions | None = None,
+) -> TrainResult:
+    """Train ``architecture`` on ``splits`` (a ``workbench.data.Splits``); emits events to
+    ``sink``; returns the trained model and per-epoch history. Any exception is reported as a
+    ``run.failed`` event and re-raised."""
+    sink = sink or ev.null_sink
+    try:
+        return _train(architecture, hyperparams, splits, run_id, sink, should_stop, options)
+    except Exception as exc:
+        sink(ev.make_event(ev.RUN_FAILED, run_id, error=f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> TrainResult:
+    opts = options or TrainOptions()
+    should_stop = should_stop or (lambda: False)
+    device = resolve_device(opts.device)
+    cost = model_cost(architecture)
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+
+    # Seed a private RNG scope so two runs with one seed match and callers' RNG is untouched.
+    with torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(hp.seed)
+        model = build_model(architecture)
+        if opts.initial_weights is not None:
+            load_weights(model, opts.initial_weights)
+        for index in opts.freeze:
+            for p in model[index].parameters():
+                p.requires_grad_(False)
+        model.to(device)
+        net = logits_module(model)  # a final softmax is folded into the loss
+        data = splits.to(device)
+        x, y = data.x_train, data.y_train  # (N, 784) float32, (N,) int64
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("the training split is empty")
+        batch_size = min(hp.batch_size, n)
+        use_graph = device.type == "cuda" and opts.cuda_graph
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph)
+        step: EagerStep | GraphedStep = EagerStep(net, optimizer, device)
+        if use_graph:
+            try:
+                step = GraphedStep(net, optimizer, device, batch_size, architecture.input_size)
+            except Exception as exc:  # graphs are an optimisation: fall back, loudly
+                log.warning("CUDA graph capture failed (%s); training eagerly", exc)
+                use_graph = False
+                optimizer = make_optimizer(trainable, hp.optimizer)
+                step = EagerStep(net, optimizer, device)
+        # A captured graph has a fixed batch size, so graphs drop the incomplete last batch.
+        steps_per_epoch = n // batch_size if use_graph else math.ceil(n / batch_size)
+        samples_per_epoch = steps_per_epoch * batch_size if use_graph else n
+        sampled = _sampled_steps(steps_per_epoch, opts.step_events_per_epoch)
+        step_losses = torch.zeros(len(sampled), device=device)
+        timer = phase_timer(device)
+        generator = torch.Generator().manual_seed(hp.seed)
+
+        sink(
+            ev.make_event(
+                ev.RUN_STARTED,
+                run_id,
+                device=str(device),
+                device_name=_device_name(device),
+                epochs_total=hp.epochs,
+                n_train=n,
+                n_val=int(data.x_val.shape[0]),
+                batch_size=batch_size,
+                cuda_graph=use_graph,
+                flops_per_sample={"forward": cost.forward_flops, "backward": cost.backward_flops},
+                params=cost.params,
+            )
+        )
+        result = TrainResult(run_id=run_id, model=model, device=str(device))
+        best, stale, global_step = math.inf, 0, 0
+        for epoch in range(1, hp.epochs + 1):
+            model.train()
+            step.reset()
+            t0 = time.perf_counter()
+            perm = (
+                torch.randperm(n, generator=generator) if hp.shuffle else torch.arange(n)
+            ).to(device, non_blocking=True)
+            sample_slot = 0
+            for s in range(steps_per_epoch):
+                if should_stop():
+                    sink(ev.make_event(ev.RUN_CANCELLED, run_id, epoch=epoch, step=global_step))
+                    result.cancelled = True
+                    result.model = model.cpu()
+                    return result
+                idx = perm[s * batch_size : (s + 1) * batch_size]
+                step.run(x[idx], y[idx], timer)  # (B, 784), (B,)
+                global_step += 1
+                if sample_slot < len(sampled) and s == sampled[sample_slot]:
+                    step_losses[sample_slot].copy_(step.last_loss.detach())
+                    sample_slot += 1
+            forward_s, backward_s = timer.collect()  # syncs the device once
+            train_s = time.perf_counter() - t0
+
+            model.eval()
+            val_loss_sum, val_correct = evaluate(net, data.x_val, data.y_val, opts.eval_batch_size)
+            stats = torch.stack(
+                [step.loss_sum, step.correct.float(), val_loss_sum, val_correct.float()]
+            ).tolist()  # the one host sync of the epoch
+            n_val = data.x_val.shape[0]
+            metrics = {
+                "epoch": epoch,
+                "step": global_step,
+                "train_loss": stats[0] / samples_per_epoch,
+                "train_accuracy": stats[1] / samples_per_epoch,
+                "val_loss": stats[2] / n_val if n_val else None,
+                "val_accuracy": stats[3] / n_val if n_val else None,
+                "epoch_time_s": time.perf_counter() - t0,
+                "samples_per_s": samples_per_epoch / train_s,
+                "forward_tflops": _tflops(cost.forward_flops * samples_per_epoch, forward_s),
+                "backward_tflops": _tflops(cost.backward_flops * samples_per_epoch, backward_s),
+                "total_tflops": _tflops(cost.train_flops * samples_per_epoch, forward_s + backward_s),
+                "forward_time_s": forward_s,
+                "backward_time_s": backward_s,
+                "peak_memory_bytes": peak_memory_bytes(device),
+            }
+            first_step = global_step - steps_per_epoch
+            for slot, loss in zip(sampled, step_losses.tolist()):
+                sink(ev.make_event(ev.STEP, run_id, epoch=epoch, step=first_step + slot + 1, loss=loss))
+            sink(ev.make_event(ev.EPOCH, run_id, **metrics))
+            result.history.append(metrics)
+
+            # Early stopping watches validation loss (training loss when there is no split).
+            monitored = metrics["val_loss"] if n_val else metrics["train_loss"]
+            if monitored < best - hp.min_delta:
+                best, stale = monitored, 0
+            else:
+                stale += 1
+            if hp.early_stopping_patience and stale >= hp.early_stopping_patience:
+                result.stopped_early = True
+                break
+
+        result.model = model.cpu()
+        completed: dict[str, Any] = {
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "metrics": result.final_metrics,
+        }
+        if opts.include_weights_in_event:
+            completed["parameters_safetensors_b64"] = encode_weights(result.model)
+            completed["size_bytes"] = 4 * cost.params
+        sink(ev.make_event(ev.RUN_COMPLETED, run_id, **completed))
+        return result
+
+
+def _sampled_steps(steps: int, wanted: int) -> list[int]:
+    """Evenly spaced step indices within an epoch, always including the last."""
+    if wanted <= 0 or steps <= 0:
+        return []
+    count = min(wanted, steps)
+    return sorted({round((i + 1) * steps / count) - 1 for i in range(count)})
+
+
+def _tflops(flops: float, seconds: float) -> float:
+    return flops / seconds / 1e12 if seconds > 0 else 0.0
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"

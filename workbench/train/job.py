@@ -1,0 +1,87 @@
+"""A run spec: everything needed to execute one training run, as JSON.
+
+This is the unit every executor ships (to a subprocess, a Jupyter kernel, a remote node), so it
+holds plain JSON-able values and ``execute`` needs only the core (torch, numpy, pydantic).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import events as ev
+from ..spec import Architecture, Hyperparams, validate_architecture
+from .engine import TrainOptions, TrainResult, train
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    architecture: dict[str, Any]
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = "mnist"
+    device: str = "auto"
+    cuda_graph: bool = True
+    allow_dropout: bool = False  # Cortex-form architectures may carry dropout layers
+    limit: int | None = Field(default=None, ge=1, description="cap on training samples")
+    offline: bool | None = None
+    initial_weights_b64: str | None = None  # safetensors, for fine-tuning
+    freeze: list[int] = Field(default_factory=list, description="spec indices of frozen layers")
+    data_url: str | None = None  # fine-tuning data (file:// or http(s):// IDX or .npz)
+
+    def parsed(self) -> tuple[Architecture, Hyperparams]:
+        arch = validate_architecture(self.architecture, allow_dropout=self.allow_dropout)
+        return arch, Hyperparams.model_validate(self.hyperparams)
+
+
+def execute(
+    spec: RunSpec | dict[str, Any],
+    *,
+    sink: ev.Sink | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Load the data and train. Failures (bad data, bad spec) become ``run.failed`` events."""
+    sink = sink or ev.null_sink
+    try:
+        spec = RunSpec.model_validate(spec)
+        arch, hp = spec.parsed()
+        splits = load_run_data(spec, hp, progress=progress)
+        initial = None
+        if spec.initial_weights_b64:
+            from ..model import from_safetensors
+
+            initial = from_safetensors(base64.b64decode(spec.initial_weights_b64))
+    except Exception as exc:
+        run_id = spec.run_id if isinstance(spec, RunSpec) else str(spec.get("run_id", "?"))
+        sink(ev.make_event(ev.RUN_FAILED, run_id, error=f"{type(exc).__name__}: {exc}"))
+        raise
+    options = TrainOptions(
+        device=spec.device,
+        cuda_graph=spec.cuda_graph,
+        initial_weights=initial,
+        freeze=tuple(spec.freeze),
+    )
+    return train(arch, hp, splits, run_id=spec.run_id, sink=sink, should_stop=should_stop,
+                 options=options)
+
+
+def load_run_data(spec: RunSpec, hp: Hyperparams, *, progress: bool = False):
+    from ..data import load_splits
+
+    if spec.data_url:
+        from ..data import load_url_splits
+
+        return load_url_splits(spec.data_url, train_split=hp.train_split, seed=hp.seed)
+    return load_splits(
+        spec.dataset,
+        train_split=hp.train_split,
+        seed=hp.seed,
+        offline=spec.offline,
+        progress=progress,
+        limit=spec.limit,
+    )
