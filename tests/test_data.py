@@ -66,7 +66,9 @@ def _write_set(directory: Path, arrays: dict[str, np.ndarray], gz: bool = True) 
     paths = {}
     for role, array in arrays.items():
         name = MNIST_FILES[role].filename  # same file names for MNIST and Fashion-MNIST
-        paths[role] = write_idx(directory / (name if gz else name.removesuffix(".gz")), array, gzip=gz)
+        paths[role] = write_idx(
+            directory / (name if gz else name.removesuffix(".gz")), array, gzip=gz
+        )
     return paths
 
 
@@ -106,7 +108,9 @@ class Server:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mnist/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     def add_set(self, arrays: dict[str, np.ndarray]) -> dict[str, str]:
@@ -167,14 +171,18 @@ def test_idx_round_trip(tmp_path: Path, dtype: type, gz: bool) -> None:
 
 
 def test_idx_header_is_big_endian(tmp_path: Path) -> None:
-    raw = write_idx(tmp_path / "l.idx", np.array([1, 2, 3], dtype=np.uint8), gzip=False).read_bytes()
+    raw = write_idx(
+        tmp_path / "l.idx", np.array([1, 2, 3], dtype=np.uint8), gzip=False
+    ).read_bytes()
     assert raw == b"\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03"
     ints = write_idx(tmp_path / "i.idx", np.array([258], dtype=np.int32), gzip=False).read_bytes()
     assert ints[-4:] == b"\x00\x00\x01\x02"
 
 
 def test_idx_errors_name_the_file_and_problem(tmp_path: Path) -> None:
-    good = write_idx(tmp_path / "good.idx", np.zeros((4, 28, 28), np.uint8), gzip=False).read_bytes()
+    good = write_idx(
+        tmp_path / "good.idx", np.zeros((4, 28, 28), np.uint8), gzip=False
+    ).read_bytes()
     cases = {
         "short.idx": (good[:3], "4-byte header"),
         "magic.idx": (b"GARBAGE-not-idx-data", "bad magic number"),
@@ -339,7 +347,9 @@ def test_load_splits_downloads_then_uses_cache(server: Server, tmp_path: Path) -
     first = load_splits("mnist", train_split=0.8, normalize=False, **kw)  # progress bar path too
     assert first.source == "download"
     assert first.x_train.shape == (40, 784) and first.x_val.shape == (10, 784)
-    np.testing.assert_allclose(first.x_test.numpy() * 255, arrays["test_images"].reshape(20, -1), atol=1e-3)
+    np.testing.assert_allclose(
+        first.x_test.numpy() * 255, arrays["test_images"].reshape(20, -1), atol=1e-3
+    )
     assert _listing(tmp_path / "mnist") == sorted(md5s)
     second = load_splits("mnist", train_split=0.8, normalize=False, **kw)
     assert second.source == "cache" and sum(server.requests.values()) == 4
@@ -350,7 +360,9 @@ def test_corrupt_cache_is_deleted_and_refetched(server: Server, tmp_path: Path) 
     md5s = server.add_set(_fake_idx_set(5, 5))
     name = MNIST_FILES["train_labels"].filename
     (tmp_path / name).write_bytes(b"not what the checksum says")
-    path, downloaded = fetch_file(RemoteFile(name, md5s[name]), tmp_path, [server.url], progress=False)
+    path, downloaded = fetch_file(
+        RemoteFile(name, md5s[name]), tmp_path, [server.url], progress=False
+    )
     assert downloaded and server.requests[name] == 1
     assert hashlib.md5(path.read_bytes()).hexdigest() == md5s[name]
 
@@ -372,16 +384,23 @@ def test_dropped_connection_is_retried_then_fails_clean(server: Server, tmp_path
     server.modes[name] = "drop"
     dest = tmp_path / "cache"
     with pytest.raises(DownloadError, match="connection dropped") as info:
-        fetch_file(RemoteFile(name, md5s[name]), dest, [server.url], progress=False,
-                   retries=3, backoff=0.01)
+        fetch_file(
+            RemoteFile(name, md5s[name]),
+            dest,
+            [server.url],
+            progress=False,
+            retries=3,
+            backoff=0.01,
+        )
     assert not isinstance(info.value, ChecksumError)
     assert server.requests[name] == 3
     assert _listing(dest) == []
 
     server.modes[name] = "drop-once"
     server.requests.clear()
-    path, downloaded = fetch_file(RemoteFile(name, md5s[name]), dest, [server.url],
-                                  progress=False, retries=3, backoff=0.01)
+    path, downloaded = fetch_file(
+        RemoteFile(name, md5s[name]), dest, [server.url], progress=False, retries=3, backoff=0.01
+    )
     assert downloaded and server.requests[name] == 2
     assert _listing(dest) == [name] and hashlib.md5(path.read_bytes()).hexdigest() == md5s[name]
 
@@ -391,8 +410,9 @@ def test_next_mirror_after_404(server: Server, tmp_path: Path) -> None:
     name = MNIST_FILES["test_labels"].filename
     missing = server.url.replace("/mnist/", "/other/")
     server.files["nothing-here"] = b""
-    path, _ = fetch_file(RemoteFile(name, md5s[name]), tmp_path, [_closed_port_url(), server.url],
-                         progress=False)
+    path, _ = fetch_file(
+        RemoteFile(name, md5s[name]), tmp_path, [_closed_port_url(), server.url], progress=False
+    )
     assert path.is_file()
     with pytest.raises(DownloadError, match="HTTP 404"):
         fetch_file(RemoteFile("absent.gz", "0" * 32), tmp_path, [missing], progress=False)
@@ -403,7 +423,9 @@ def test_unreachable_mirror_falls_back_to_bundled_fast(
 ) -> None:
     start = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="workbench.data"):
-        splits = load_splits("mnist", data_dir=tmp_path, mirrors=[_closed_port_url()], progress=False)
+        splits = load_splits(
+            "mnist", data_dir=tmp_path, mirrors=[_closed_port_url()], progress=False
+        )
     assert time.perf_counter() - start < 3.0
     assert splits.source == "bundled-subset" and len(splits.y_test) == 1000
     notices = [r.getMessage() for r in caplog.records]
@@ -414,7 +436,10 @@ def test_unreachable_mirror_falls_back_to_bundled_fast(
 
 
 def test_offline_setting_skips_the_network(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.add_set(_fake_idx_set(5, 5))
     monkeypatch.setenv("WORKBENCH_OFFLINE", "1")
@@ -426,8 +451,9 @@ def test_offline_setting_skips_the_network(
     assert any("offline mode" in r.getMessage() for r in caplog.records)
 
 
-def test_settings_mirror_is_tried_first(server: Server, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_mirror_is_tried_first(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     md5s = server.add_set(_fake_idx_set(10, 10))
     monkeypatch.setenv("WORKBENCH_MNIST_MIRROR", server.url)
     get_settings.cache_clear()
@@ -443,8 +469,9 @@ def test_settings_mirror_is_tried_first(server: Server, tmp_path: Path,
 def test_fashion_from_local_dir(tmp_path: Path, gz: bool) -> None:
     arrays = _fake_idx_set(40, 10, seed=7)
     _write_set(tmp_path / "fashion", arrays, gz=gz)
-    splits = load_splits("fashion_mnist", data_dir=tmp_path / "fashion", train_split=0.75,
-                         offline=True)
+    splits = load_splits(
+        "fashion_mnist", data_dir=tmp_path / "fashion", train_split=0.75, offline=True
+    )
     assert splits.name == "fashion-mnist" and splits.source == "local-dir"
     assert splits.x_train.shape == (30, 784) and splits.x_val.shape == (10, 784)
     assert (splits.mean, splits.std) == (0.2860, 0.3530)
@@ -453,7 +480,9 @@ def test_fashion_from_local_dir(tmp_path: Path, gz: bool) -> None:
     np.testing.assert_allclose(splits.x_test.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_fashion_settings_dir_and_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_settings_dir_and_bad_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     arrays = _fake_idx_set(10, 10)
     arrays["test_labels"][0] = 12
     _write_set(tmp_path / "fm", arrays)
@@ -463,7 +492,9 @@ def test_fashion_settings_dir_and_bad_files(tmp_path: Path, monkeypatch: pytest.
         load_raw("fashion-mnist", data_dir=tmp_path / "empty", offline=True)
 
 
-def test_fashion_unavailable_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_unavailable_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WORKBENCH_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
     get_settings.cache_clear()
     with pytest.raises(DatasetUnavailableError, match="Fashion-MNIST is not available") as info:
@@ -471,8 +502,10 @@ def test_fashion_unavailable_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     assert "dataset-fashion-mnist" in str(info.value) and "offline mode" in str(info.value)
 
 
-@pytest.mark.skipif(not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (DEBIAN_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     raw = load_raw("fashion-mnist", data_dir=tmp_path, offline=True)
     assert raw.source == "local-dir"
@@ -482,3 +515,31 @@ def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     splits = load_splits("fashion-mnist", data_dir=tmp_path, offline=True, limit=1000)
     assert splits.x_train.shape == (1000, 784) and splits.x_val.shape == (6000, 784)
     assert abs(splits.x_test.mean().item()) < 0.1 and abs(splits.x_test.std().item() - 1) < 0.1
+
+
+def test_line_progress_fallback(capsys: pytest.CaptureFixture[str]) -> None:
+    from workbench.data.download import _LineProgress
+
+    bar = _LineProgress(total=2_000_000, desc="train-images-idx3-ubyte.gz")
+    bar.update(1_000_000)
+    bar.close()
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and "train-images-idx3-ubyte.gz: 1.0 MB / 2.0 MB (50%)" in err
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "meta",
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+        ),
+    ],
+)
+def test_splits_to_device(tmp_path: Path, device: str) -> None:
+    splits = load_splits("mnist", data_dir=tmp_path, offline=True, progress=False, limit=8)
+    moved = splits.to(device)
+    tensors = [moved.x_train, moved.y_train, moved.x_val, moved.y_val, moved.x_test, moved.y_test]
+    assert all(t.device.type == device for t in tensors)
+    assert moved.x_train.shape == (8, 784) and moved.source == "bundled-subset"
+    assert splits.x_train.device.type == "cpu"  # the original is untouched

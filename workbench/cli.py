@@ -158,7 +158,6 @@ def _train(args: argparse.Namespace, *, title: str = "run") -> int:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(show_header=False, box=None)
@@ -166,7 +165,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if isinstance(value, float):
             value = f"{value:,.6g}" if "tflops" in key else f"{value:,.4f}"
         table.add_row(key, str(value))
-    Console().print(table)
+    _console().print(table)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -186,7 +185,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .store import Store
@@ -203,8 +201,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
             r.device or "-", _fmt(m.get("val_accuracy"), ".4f"), _fmt(m.get("samples_per_s"), ",.0f"),
             _fmt(m.get("total_tflops"), ".4g"), r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
-    Console().print(table)
+    _console().print(table)
     return 0
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output is read by scripts and tests: never truncate ids to 80 columns there.
+    return Console() if sys.stdout.isatty() else Console(width=240)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -212,7 +217,6 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .store import Store
@@ -229,7 +233,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     table = Table(*columns)
     for row in rows:
         table.add_row(*("NULL" if v is None else str(v) for v in row))
-    Console().print(table)
+    _console().print(table)
     return 0
 
 

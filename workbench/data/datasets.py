@@ -106,15 +106,28 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=0.2860,
         std=0.3530,
         classes=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         files=FASHION_MNIST_FILES,
         mirrors=FASHION_MNIST_MIRRORS,
     ),
 }
-_ALIASES = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
-            "fmnist": "fashion-mnist", "fashion": "fashion-mnist"}
+_ALIASES = {
+    "mnist": "mnist",
+    "fashion-mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+    "fashion": "fashion-mnist",
+}
 
 
 def canonical_name(name: str) -> str:
@@ -205,9 +218,14 @@ def _parse(stamp: tuple[tuple[str, int, int], ...]) -> _Arrays:
     arrays = tuple(read_idx(path) for path, _, _ in stamp)
     x_train, y_train, x_test, y_test = arrays
     names = [Path(path).name for path, _, _ in stamp]
-    for x, y, xn, yn in ((x_train, y_train, names[0], names[1]), (x_test, y_test, names[2], names[3])):
+    for x, y, xn, yn in (
+        (x_train, y_train, names[0], names[1]),
+        (x_test, y_test, names[2], names[3]),
+    ):
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
-            raise ValueError(f"{xn}: expected uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}")
+            raise ValueError(
+                f"{xn}: expected uint8 images of shape (N, 28, 28), got {x.dtype} {x.shape}"
+            )
         if y.dtype != np.uint8 or y.ndim != 1:
             raise ValueError(f"{yn}: expected a 1-D uint8 label array, got {y.dtype} {y.shape}")
         if len(x) != len(y):
@@ -282,13 +300,15 @@ def _resolve(
 
     if info.has_bundled_subset:
         # One line, through logging: with no logging configured Python prints WARNINGs to stderr.
-        log.warning("workbench: %s download unavailable (%s); %s", info.title, reason, BUNDLED_NOTICE)
+        log.warning(
+            "workbench: %s download unavailable (%s); %s", info.title, reason, BUNDLED_NOTICE
+        )
         return {role: BUNDLED_DIR / BUNDLED_FILES[role] for role in _ROLES}, "bundled-subset"
 
     tried = ", ".join(str(d) for d in local_dirs) or "(none)"
     raise DatasetUnavailableError(
         f"{info.title} is not available: no IDX files in {tried}, no verified cache in "
-        f"{cache_dir}, and the download failed ({reason}). Install Debian's "
+        f"{cache_dir}, and no download ({reason}). Install Debian's "
         f"dataset-fashion-mnist package, set WORKBENCH_FASHION_MNIST_DIR or pass data_dir= "
         f"pointing at the four IDX files, or go online."
     )
@@ -369,7 +389,7 @@ def _normalization(normalize: object, info: DatasetInfo) -> tuple[bool, float, f
 
 def _to_features(images: torch.Tensor, apply: bool, mean: float, std: float) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 784): /255, then (x - mean) / std."""
-    x = images.reshape(len(images), -1).to(torch.float32)
+    x = images.flatten(start_dim=1).to(torch.float32)  # flatten: also fine for 0 rows
     if not apply:
         return x.div_(255.0)
     # Fused into one multiply-add (x * a - b): same values to float32 rounding, one pass less.

@@ -195,7 +195,8 @@ def _progress(enabled: bool, total: int | None, desc: str) -> Any:
     if not enabled:
         return _NoProgress()
     try:
-        from tqdm.auto import tqdm
+        # Plain tqdm, not tqdm.auto: the notebook variant raises without ipywidgets installed.
+        from tqdm import tqdm
     except ImportError:  # tqdm is optional: the core must run on a bare torch+numpy box
         return _LineProgress(total, desc)
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
@@ -270,7 +271,9 @@ def _attempt(url: str, out: IO[bytes], timeout: float, progress: bool, desc: str
                 received += len(chunk)
                 bar.update(len(chunk))
         except (OSError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead
-            raise _Transient(f"connection dropped after {received} bytes ({_describe(exc)})") from exc
+            raise _Transient(
+                f"connection dropped after {received} bytes ({_describe(exc)})"
+            ) from exc
         finally:
             bar.close()
     # http.client quietly returns b"" when the peer closes early, so check the length ourselves.
@@ -297,7 +300,8 @@ def fetch_file(
 
     A verified cached copy is returned without touching the network. Otherwise each mirror is
     tried in order (``retries`` attempts each for transient errors). Raises
-    :class:`ChecksumError` if every copy that arrived was corrupt, else :class:`DownloadError`.
+    :class:`ChecksumError` if a mirror delivered a complete file with the wrong MD5, else
+    :class:`DownloadError` (``.unreachable`` is True when no mirror could be connected to).
     """
     dest_dir = Path(dest_dir)
     final = dest_dir / remote.filename
@@ -317,7 +321,9 @@ def fetch_file(
             failures.append(f"{url}: skipped (unreachable earlier)")
             continue
         for attempt in range(1, max(1, retries) + 1):
-            fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part")
+            fd, tmp_name = tempfile.mkstemp(
+                dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part"
+            )
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -371,8 +377,14 @@ def fetch_all(
     dead: set[str] = set()  # shared so an unreachable mirror costs one timeout, not four
     for role, remote in files.items():
         path, downloaded = fetch_file(
-            remote, dest_dir, mirrors, timeout=timeout, retries=retries, backoff=backoff,
-            progress=progress, _dead=dead,
+            remote,
+            dest_dir,
+            mirrors,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            progress=progress,
+            _dead=dead,
         )
         result.paths[role] = path
         if downloaded:
@@ -407,7 +419,10 @@ def download_mnist(
         _with_checksums(MNIST_FILES, checksums),
         Path(dest_dir) if dest_dir is not None else settings.data_dir / "mnist",
         list(mirrors) if mirrors is not None else mnist_mirrors(settings.mnist_mirror),
-        timeout=timeout, retries=retries, backoff=backoff, progress=progress,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        progress=progress,
     )
 
 
@@ -428,7 +443,10 @@ def download_fashion_mnist(
         _with_checksums(FASHION_MNIST_FILES, checksums),
         Path(dest_dir) if dest_dir is not None else get_settings().data_dir / "fashion-mnist",
         list(mirrors) if mirrors is not None else FASHION_MNIST_MIRRORS,
-        timeout=timeout, retries=retries, backoff=backoff, progress=progress,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        progress=progress,
     )
 
 

@@ -34,11 +34,15 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_CODES: dict[tuple[str, int], int] = {(dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()}
+_CODES: dict[tuple[str, int], int] = {
+    (dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()
+}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _load_bytes(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> tuple[bytes, str]:
+def _load_bytes(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+) -> tuple[bytes, str]:
     """Return the raw (possibly compressed) bytes and a label to name them in errors."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), "<bytes>"

