@@ -78,7 +78,7 @@ def test_migrations_idempotent_and_versioned(tmp_path):
     con = duckdb.connect(str(path))
     try:
         rows = con.execute("SELECT version, description FROM schema_version").fetchall()
-        assert [r[0] for r in rows] == [LATEST_VERSION] == [1]
+        assert [r[0] for r in rows] == list(range(1, LATEST_VERSION + 1))
         assert migrate(con) == []
         tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
         assert {"models", "runs", "metrics", "params", "events", "schema_version"} <= tables
@@ -91,15 +91,16 @@ def test_appended_migration_applies_once(tmp_path):
 
     con = duckdb.connect(str(tmp_path / "m.duckdb"))
     try:
-        steps = [*MIGRATIONS, Migration(2, "tags", ("CREATE TABLE tags (run_id VARCHAR)",))]
-        assert migrate(con, steps) == [1, 2]
+        n = len(MIGRATIONS) + 1
+        steps = [*MIGRATIONS, Migration(n, "tags", ("CREATE TABLE tags (run_id VARCHAR)",))]
+        assert migrate(con, steps) == list(range(1, n + 1))
         assert migrate(con, steps) == []
-        assert current_version(con) == 2
+        assert current_version(con) == n
         # A broken step rolls back and records nothing.
-        bad = [*steps, Migration(3, "bad", ("CREATE TABLE t3 (a INT)", "SELECT * FROM nope"))]
+        bad = [*steps, Migration(n + 1, "bad", ("CREATE TABLE t3 (a INT)", "SELECT * FROM nope"))]
         with pytest.raises(duckdb.Error):
             migrate(con, bad)
-        assert current_version(con) == 2
+        assert current_version(con) == n
         assert "t3" not in {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     finally:
         con.close()

@@ -6,6 +6,7 @@ import base64
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch.utils.flop_counter import FlopCounterMode
 
 from workbench import events as ev
@@ -124,7 +125,7 @@ def test_frozen_layer_keeps_its_weights(splits):
 
 def test_bad_spec_reports_run_failed():
     events = []
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         execute({"run_id": "r_bad", "architecture": {"input_size": 784, "layers": []}},
                 sink=events.append)
     assert events[-1]["type"] == ev.RUN_FAILED and "layers" in events[-1]["data"]["error"]

@@ -171,6 +171,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     if not args.layers and not args.arch:
         sys.exit("workbench train: give --layers 784,128,10 or --arch FILE")
+    from .executors.cli import train_on_target, wants_target
+
+    if wants_target(args):  # another executor (or a running server) trains it
+        return train_on_target(args, _architecture_from_args(args), _hyperparams_from_args(args))
     return _train(args)
 
 
@@ -237,6 +241,55 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from .distributed.worker import serve_worker
+
+    logging.getLogger("workbench.distributed").setLevel(logging.INFO)
+    try:
+        serve_worker(args.host, args.port)
+    except OSError as exc:
+        print(f"workbench worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .config import get_settings
+    from .jupyter.discovery import server_info  # announces this store's owner (Jupyter attaches)
+    from .service import Workbench
+    from .store import Store, StoreLockedError
+
+    try:
+        service = Workbench(Store(), max_workers=args.workers)
+    except StoreLockedError as exc:
+        sys.exit(f"workbench serve: {exc}")
+    app = create_app(service, close_service=True)
+    # The server's own torch work is small-batch inference; intra-op threads would only fight
+    # the training workers for cores (on 2 busy cores they make a 512 batch ~7x slower).
+    import torch
+
+    torch.set_num_threads(1)
+    app.state.trainer_open = args.trainer_open  # loopback may use the trainer API tokenless
+    if app.state.generated_key:
+        print("workbench serve: generated the admin API key (shown only this once; the store "
+              f"keeps only its hash):\n  {app.state.generated_key}", file=sys.stderr)
+    print(f"workbench serve: http://{args.host}:{args.port}/api  (explorer: /api/explorer)",
+          file=sys.stderr, flush=True)
+    if not args.uds and (app_key := app.state.generated_key or get_settings().token):
+        # The app's login link (Jupyter-style): opens the app and sets its login cookie.
+        print(f"workbench serve: the app: http://{args.host}:{args.port}/?token={app_key}",
+              file=sys.stderr, flush=True)
+    where = {"uds": args.uds} if args.uds else {"host": args.host, "port": args.port}
+    with server_info(f"unix:{args.uds}" if args.uds else f"http://{args.host}:{args.port}"):
+        uvicorn.run(app, **where, log_level=args.log_level, access_log=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -244,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and store the run")
     _add_train_flags(p, layers_default=None)
+    from .executors.cli import add_target_flags
+
+    add_target_flags(p)  # --target / --strategy / --world-size
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("demo", help="train the default MLP on MNIST and print a summary")
@@ -260,6 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("serve", help="serve the REST API (and the app) on one port")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--uds", help="listen on this Unix socket instead (the JupyterLab tile uses it)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="training runs at once (default: WORKBENCH_WORKERS or 2)")
+    p.add_argument("--log-level", default="warning",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--trainer-open", action="store_true",
+                   help="let loopback clients use the distributed-trainer API without a token")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a worker that joins distributed training jobs")
+    p.add_argument("--port", type=int, default=5001)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (0.0.0.0 for remote coordinators)")
+    p.set_defaults(func=cmd_worker)
+
+    from .nodes.cli import add_nodes_parser  # workbench nodes add | list | check | rm
+
+    add_nodes_parser(sub)
     return parser
 
 

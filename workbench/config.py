@@ -30,6 +30,14 @@ class Settings(BaseModel):
     server_url: str | None = Field(
         default=None, doc="WORKBENCH_SERVER_URL: a running server the CLI should talk to"
     )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1,
+        doc="WORKBENCH_MAX_BODY_BYTES: larger request bodies get 413 (512 JSON inputs ~ 8 MB)",
+    )
+    rate_limit_per_minute: int = Field(
+        default=1200, ge=0,
+        doc="WORKBENCH_RATE_LIMIT_PER_MINUTE: /api/v1 requests per key per minute (0: no limit)",
+    )
 
     @property
     def db_path(self) -> Path:
@@ -56,4 +64,8 @@ def get_settings() -> Settings:
         values["fashion_mnist_dir"] = Path(fashion)
     if workers := _env("WORKBENCH_WORKERS"):
         values["workers"] = int(workers)
+    if max_body := _env("WORKBENCH_MAX_BODY_BYTES"):
+        values["max_body_bytes"] = int(max_body)
+    if rate_limit := _env("WORKBENCH_RATE_LIMIT_PER_MINUTE"):
+        values["rate_limit_per_minute"] = int(rate_limit)
     return Settings(**values)

@@ -19,6 +19,7 @@ from workbench.data.datasets import (
 )
 from workbench.data.download import ChecksumError, DownloadError
 from workbench.data.idx import read_idx, write_idx
+from workbench.data.urls import load_url_splits
 
 __all__ = [
     "DATASETS",
@@ -32,6 +33,7 @@ __all__ = [
     "class_names",
     "load_raw",
     "load_splits",
+    "load_url_splits",
     "read_idx",
     "write_idx",
 ]

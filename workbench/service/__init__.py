@@ -4,6 +4,8 @@ The REST API, the Panel app, the notebook helpers and the CLI all call ``Workben
 them touch the store or the engine directly.
 """
 
+from .bus import EventBus
+from .errors import Conflict, InvalidInput, NotFound
 from .workbench import Workbench
 
-__all__ = ["Workbench"]
+__all__ = ["Conflict", "EventBus", "InvalidInput", "NotFound", "Workbench"]

@@ -18,9 +18,12 @@ from workbench.store.entities import (
     ParamRecord,
     RunRecord,
 )
+from workbench.store.keys import ApiKeyRecord
 from workbench.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaTooNewError
+from workbench.store.nodes import NODE_STATUSES, NodeRecord
 
 __all__ = [
+    "ApiKeyRecord",
     "LATEST_VERSION",
     "MIGRATIONS",
     "RUN_STATES",
@@ -28,6 +31,8 @@ __all__ = [
     "MetricRecord",
     "Migration",
     "ModelRecord",
+    "NODE_STATUSES",
+    "NodeRecord",
     "ParamRecord",
     "RunRecord",
     "SchemaTooNewError",

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import uuid4
 
 import duckdb
@@ -36,7 +36,10 @@ from workbench.store.entities import (
     ParamRecord,
     RunRecord,
 )
+from workbench.store.keys import KeysMixin
 from workbench.store.migrations import migrate
+from workbench.store.nodes import NodesMixin
+from workbench.store.times import aware, aware_opt, to_db, utcnow
 
 __all__ = ["Store", "StoreLockedError", "safetensors_data_bytes"]
 
@@ -71,21 +74,10 @@ class StoreLockedError(RuntimeError):
 # small helpers
 
 
-def _utcnow() -> datetime:
-    """Naive UTC 'now' (the database stores naive UTC timestamps)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc)
-
-
 def _to_db_time(value: Any) -> datetime:
     """An event's ``time`` (epoch seconds, or a datetime) as naive UTC; now if unusable."""
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None)
+        return to_db(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         seconds = float(value)
         if math.isfinite(seconds):
@@ -93,10 +85,11 @@ def _to_db_time(value: Any) -> datetime:
                 return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
             except (OverflowError, OSError, ValueError):
                 pass
-    return _utcnow()
+    return utcnow()
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
+    # Narrowed to float for the type checker: int(), float() and comparisons work on any Real.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -204,7 +197,7 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 # --------------------------------------------------------------------------------------------
 
 
-class Store:
+class Store(KeysMixin, NodesMixin):
     """The workbench's DuckDB store. Thread-safe; use as a context manager or call close()."""
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False):
@@ -334,7 +327,7 @@ class Store:
             name=row[1],
             architecture=_loads(row[2]) or {},
             hyperparams=_loads(row[3]) or {},
-            created_at=_aware(row[4]),
+            created_at=aware(row[4]),
         )
 
     @staticmethod
@@ -351,10 +344,10 @@ class Store:
             target=row[8],
             device=row[9],
             param_id=row[10],
-            created_at=_aware(row[11]),
-            started_at=_aware(row[12]),
-            finished_at=_aware(row[13]),
-            updated_at=_aware(row[14]),
+            created_at=aware(row[11]),
+            started_at=aware_opt(row[12]),
+            finished_at=aware_opt(row[13]),
+            updated_at=aware(row[14]),
             metrics=dict(metrics or {}),
         )
 
@@ -366,7 +359,7 @@ class Store:
             run_id=row[2],
             safetensors=bytes(row[3]),
             size_bytes=int(row[4]),
-            created_at=_aware(row[5]),
+            created_at=aware(row[5]),
         )
 
     def _latest_metrics(self, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -405,7 +398,7 @@ class Store:
             name=name or model_id,
             architecture=dict(architecture),
             hyperparams=dict(hyperparams),
-            created_at=_aware(_utcnow()),
+            created_at=aware(utcnow()),
         )
         with self._tx() as con:
             con.execute(
@@ -449,7 +442,7 @@ class Store:
         dataset: str = "mnist",
         target: str = "local",
     ) -> RunRecord:
-        now = _utcnow()
+        now = utcnow()
         run_id = _new_id("r_")
         with self._tx() as con:
             if (
@@ -483,10 +476,10 @@ class Store:
             target=target,
             device=None,
             param_id=None,
-            created_at=_aware(now),
+            created_at=aware(now),
             started_at=None,
             finished_at=None,
-            updated_at=_aware(now),
+            updated_at=aware(now),
             metrics={},
         )
 
@@ -605,7 +598,7 @@ class Store:
             raise ValueError(f"unknown run state {state!r}; expected one of {RUN_STATES}")
         if current in TERMINAL_STATES and state != current:
             raise ValueError(f"run {run_id} is already {current}; it cannot become {state}")
-        now = _utcnow()
+        now = utcnow()
         sets = ["state = ?", "updated_at = ?"]
         params: list[Any] = [state, now]
         if state == "running":
@@ -640,7 +633,7 @@ class Store:
             ]
             for run_id in ids:
                 self._transition(con, run_id, "running", "failed", error=INTERRUPTED)
-                self._append_event(con, run_id, ev.RUN_FAILED, _utcnow(), {"error": INTERRUPTED})
+                self._append_event(con, run_id, ev.RUN_FAILED, utcnow(), {"error": INTERRUPTED})
         return ids
 
     # -- events -------------------------------------------------------------------------------
@@ -653,6 +646,7 @@ class Store:
             "INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?) RETURNING id",
             [run_id, type_, when, _dumps(data)],
         ).fetchone()
+        assert row is not None  # INSERT ... RETURNING yields the new row
         return int(row[0])
 
     def apply_event(self, event: Mapping[str, Any]) -> None:
@@ -738,7 +732,7 @@ class Store:
                 con.execute(f"INSERT INTO metrics VALUES {values}", params)
             con.execute(
                 "UPDATE runs SET epoch = ?, updated_at = ? WHERE run_id = ?",
-                [epoch, _utcnow(), run_id],
+                [epoch, utcnow(), run_id],
             )
         elif type_ == ev.RUN_COMPLETED:
             param_id = None
@@ -784,7 +778,7 @@ class Store:
                 "id": int(i),
                 "type": type_,
                 "run_id": rid,
-                "time": _aware(when).timestamp(),
+                "time": aware(when).timestamp(),
                 "data": _loads(data) or {},
             }
             for i, rid, type_, when, data in self._read(sql, params)
@@ -801,7 +795,7 @@ class Store:
             run_id=run_id,
             safetensors=bytes(safetensors),
             size_bytes=int(size_bytes),
-            created_at=_aware(_utcnow()),
+            created_at=aware(utcnow()),
         )
         with self._tx() as con:
             if (
@@ -848,7 +842,7 @@ class Store:
         sql += " ORDER BY epoch, step NULLS FIRST, name, time"
         return [
             MetricRecord(
-                run_id=r[0], epoch=r[1], step=r[2], name=r[3], value=r[4], time=_aware(r[5])
+                run_id=r[0], epoch=r[1], step=r[2], name=r[3], value=r[4], time=aware(r[5])
             )
             for r in self._read(sql, params)
         ]

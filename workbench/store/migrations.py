@@ -93,6 +93,94 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX events_run_idx ON events (run_id)",
         ),
     ),
+    Migration(
+        version=2,
+        description="api_keys (sha256 hashes only)",
+        statements=(
+            """
+            CREATE TABLE api_keys (
+                key_id       VARCHAR PRIMARY KEY,
+                name         VARCHAR NOT NULL,
+                hash         VARCHAR NOT NULL UNIQUE,
+                permissions  VARCHAR NOT NULL,
+                created_at   TIMESTAMP NOT NULL,
+                expires_at   TIMESTAMP,
+                revoked_at   TIMESTAMP,
+                last_used_at TIMESTAMP
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=3,
+        description="nodes (registered Jupyter Servers; tokens live outside the database)",
+        statements=(
+            """
+            CREATE TABLE nodes (
+                node_id           VARCHAR PRIMARY KEY,
+                name              VARCHAR NOT NULL,
+                url               VARCHAR NOT NULL,
+                region            VARCHAR,
+                status            VARCHAR NOT NULL,
+                capabilities      JSON NOT NULL,
+                gpu_info          JSON,
+                cpu_count         INTEGER,
+                torch_version     VARCHAR,
+                workbench_version VARCHAR,
+                server_version    VARCHAR,
+                performance_score DOUBLE,
+                current_load      DOUBLE,
+                server_started_at TIMESTAMP,
+                last_seen         TIMESTAMP,
+                last_error        VARCHAR,
+                registered_at     TIMESTAMP NOT NULL,
+                updated_at        TIMESTAMP NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=4,
+        description="distributed-trainer jobs, devices and TFLOPS sessions",
+        statements=(
+            "CREATE SEQUENCE trainer_job_seq START 1",
+            """
+            CREATE TABLE trainer_jobs (
+                job_id         VARCHAR PRIMARY KEY,
+                status         VARCHAR NOT NULL,
+                model_config   JSON NOT NULL,
+                dataset_config JSON NOT NULL,
+                allocation     JSON,
+                train_config   JSON,
+                progress       JSON,
+                error          VARCHAR,
+                run_id         VARCHAR,
+                created_at     TIMESTAMP NOT NULL,
+                updated_at     TIMESTAMP NOT NULL
+            )
+            """,
+            "CREATE SEQUENCE trainer_device_seq START 1",
+            """
+            CREATE TABLE trainer_devices (
+                device_id     INTEGER PRIMARY KEY,
+                job_id        VARCHAR NOT NULL,
+                ip            VARCHAR NOT NULL,
+                port          INTEGER NOT NULL,
+                score         DOUBLE,
+                registered_at TIMESTAMP NOT NULL
+            )
+            """,
+            "CREATE SEQUENCE teraflops_session_seq START 1",
+            """
+            CREATE TABLE teraflops_sessions (
+                session_id BIGINT PRIMARY KEY DEFAULT nextval('teraflops_session_seq'),
+                job_id     VARCHAR NOT NULL,
+                devices    JSON NOT NULL,
+                created_at TIMESTAMP NOT NULL
+            )
+            """,
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
@@ -108,13 +196,16 @@ def _utcnow() -> datetime:
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """The highest applied migration (0 for a fresh database)."""
-    exists = con.execute(
+    # Aggregates without GROUP BY always return exactly one row.
+    row = con.execute(
         "SELECT count(*) FROM information_schema.tables "
         "WHERE table_schema = current_schema() AND table_name = 'schema_version'"
-    ).fetchone()[0]
-    if not exists:
+    ).fetchone()
+    assert row is not None
+    if not row[0]:
         return 0
     row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    assert row is not None
     return int(row[0] or 0)
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from .. import events as ev
 from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
 from ..spec import Architecture, Hyperparams
+from .early_stopping import EarlyStopping
 from .optim import make_optimizer
 from .steps import EagerStep, GraphedStep
 from .timing import peak_memory_bytes, phase_timer
@@ -160,7 +161,7 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
             )
         )
         result = TrainResult(run_id=run_id, model=model, device=str(device))
-        best, stale, global_step = math.inf, 0, 0
+        stopper, global_step = EarlyStopping(hp.early_stopping_patience, hp.min_delta), 0
         for epoch in range(1, hp.epochs + 1):
             model.train()
             step.reset()
@@ -212,13 +213,7 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
             sink(ev.make_event(ev.EPOCH, run_id, **metrics))
             result.history.append(metrics)
 
-            # Early stopping watches validation loss (training loss when there is no split).
-            monitored = metrics["val_loss"] if n_val else metrics["train_loss"]
-            if monitored < best - hp.min_delta:
-                best, stale = monitored, 0
-            else:
-                stale += 1
-            if hp.early_stopping_patience and stale >= hp.early_stopping_patience:
+            if stopper.update(metrics):
                 result.stopped_early = True
                 break
 

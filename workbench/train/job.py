@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,11 @@ class RunSpec(BaseModel):
     initial_weights_b64: str | None = None  # safetensors, for fine-tuning
     freeze: list[int] = Field(default_factory=list, description="spec indices of frozen layers")
     data_url: str | None = None  # fine-tuning data (file:// or http(s):// IDX or .npz)
+    # Distributed runs (target "distributed", workbench.executors.distributed): how ranks split
+    # the work, how many, and optionally which `workbench worker`s ("host:port") hold them.
+    strategy: Literal["single", "ddp", "pipeline"] = "single"
+    world_size: int = Field(default=1, ge=1, le=64)
+    workers: list[str] = Field(default_factory=list, max_length=64)
 
     def parsed(self) -> tuple[Architecture, Hyperparams]:
         arch = validate_architecture(self.architecture, allow_dropout=self.allow_dropout)
@@ -49,6 +54,9 @@ def execute(
     sink = sink or ev.null_sink
     try:
         spec = RunSpec.model_validate(spec)
+        if spec.strategy != "single":
+            raise ValueError(f"strategy {spec.strategy!r} runs on the 'distributed' target, "
+                             "not in a single process")
         arch, hp = spec.parsed()
         splits = load_run_data(spec, hp, progress=progress)
         initial = None

@@ -1,0 +1,81 @@
+"""``wb.train`` in a real IPython kernel (jupyter_client): the cell shows a live plotly
+FigureWidget whose data gains points while the run trains, sent to the frontend as widget
+comm messages."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+jupyter_client = pytest.importorskip("jupyter_client")
+
+EPOCHS = 3
+
+
+class Kernel:
+    def __init__(self, env: dict[str, str]):
+        self.km = jupyter_client.KernelManager(kernel_name="python3")
+        self.km.start_kernel(env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self.comm_updates = 0  # widget state updates seen on iopub (from any thread)
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        """Execute ``code``; return its stdout (raise on an error)."""
+        msg_id = self.kc.execute(code)
+        out: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_msg" and content.get("data", {}).get("method") == "update":
+                self.comm_updates += 1
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(out)
+        raise TimeoutError(code)
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path), "WORKBENCH_OFFLINE": "1"}
+    k = Kernel(env)
+    yield k
+    k.close()
+
+
+def test_train_figure_gains_points_while_training(kernel):
+    kernel.run(
+        "from workbench import notebook as wb\n"
+        f"run = wb.train([784, 64, 10], {{'epochs': {EPOCHS}, 'batch_size': 50}}, "
+        "limit=1000, device='cpu')\n"
+        "fig_id = run.figure.model_id\n"
+    )
+    updates_before = kernel.comm_updates
+    seen: list[tuple[int, str]] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        points, state = kernel.run("print(run.points(), run.record.state)").split()
+        if not seen or seen[-1] != (int(points), state):
+            seen.append((int(points), state))
+        if state in ("succeeded", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert seen[-1] == (EPOCHS, "succeeded"), seen
+    # The figure had some but not all epochs while the run was still going.
+    assert any(0 < p < EPOCHS and s == "running" for p, s in seen), seen
+    assert kernel.comm_updates > updates_before  # the frontend was sent the new points
+    out = kernel.run("df = wb.runs(); print(len(df), df.iloc[0]['state'])")
+    assert out.split() == ["1", "succeeded"]

@@ -1,0 +1,416 @@
+"""The Panel views driven through their parameters, against a real service and DuckDB store
+(no browser): builder validation and costs, launching, live updates from the event bus, the
+runs table and SQL box, the playground, and the server's websocket Origin check."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from pydantic import ValidationError
+
+from workbench.config import get_settings
+from workbench.model import model_cost
+from workbench.service import Workbench
+from workbench.spec import error_messages, validate_architecture
+from workbench.store import Store
+from workbench.ui.builder import Builder
+from workbench.ui.launch import LaunchPanel
+from workbench.ui.live import LiveRun, smoothed
+from workbench.ui.mnistify import mnistify
+from workbench.ui.playground import Playground
+from workbench.ui.runs import RunsView
+from workbench.ui.server import origin_allowed
+from workbench.ui.state import AppState
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    home = tmp_path_factory.mktemp("uihome")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WORKBENCH_HOME", str(home))
+    mp.setenv("WORKBENCH_OFFLINE", "1")
+    get_settings.cache_clear()
+    svc = Workbench(Store(home / "wb.duckdb"))
+    yield svc
+    svc.close()
+    svc.store.close()
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def trained(service):
+    """One small finished run, launched through the launch panel and watched by a LiveRun."""
+    state = AppState(service=service, device="cpu")
+    builder = Builder(state)
+    builder.preset = "784-64-10"
+    launch = LaunchPanel(state, epochs=2, limit=600, batch_size=100)
+    live = LiveRun(state)
+    run_id = launch.launch()
+    assert run_id, launch.message
+    service.wait_run(run_id, timeout=120)
+    deadline = time.monotonic() + 10
+    while live.run_state != "succeeded" and time.monotonic() < deadline:
+        live.poll()
+        time.sleep(0.05)
+    live.poll()
+    return state, live, service.get_run(run_id)
+
+
+def _spec_message(data):
+    with pytest.raises(ValidationError) as info:
+        validate_architecture(data)
+    return error_messages(info.value)[0]
+
+
+def test_builder_builds_784_64_10_by_edits(service):
+    b = Builder(AppState(service=service))
+    b.clear()
+    b.add_layer("linear")
+    b.set_size(0, "out", 64)
+    b.add_layer("relu")
+    b.add_layer("linear")
+    assert b.to_json() == {"input_size": 784, "layers": [
+        {"type": "linear", "in": 784, "out": 64}, {"type": "relu"},
+        {"type": "linear", "in": 64, "out": 10}]}
+    assert b.errors == [] and b.state.architecture == b.to_json()
+    costs = model_cost(validate_architecture(b.to_json()))
+    assert f"{costs.params:,}" in b._summary.object
+    assert "predicted epoch time" in b._summary.object
+    # the unit depends on the measured peak (a busy machine measures less)
+    assert re.search(r"\d (µs|ms|s|min)<small>", b._summary.object), b._summary.object
+
+
+def test_builder_dimension_mismatch_shows_the_api_message_on_the_layer(service):
+    b = Builder(AppState(service=service))
+    b.load_json({"layer_sizes": [784, 64, 10]})
+    b._rows[2].in_.value = 32  # the widget edit a user makes
+    expected = _spec_message(b.to_json())
+    assert b.errors == [expected]
+    assert b.layer_errors == {2: expected}
+    assert "wb-layer-error" in b._rows[2]._layout.css_classes
+    assert expected in b._rows[2].error.object and b._rows[2].error.visible
+    assert b.state.architecture is None
+    b._rows[2].in_.value = 64
+    assert b.errors == [] and "wb-layer-error" not in b._rows[2]._layout.css_classes
+    assert b.state.architecture is not None
+
+
+def test_builder_out_edit_carries_into_next_linear(service):
+    b = Builder(AppState(service=service))
+    b.preset = "784-256-128-10"
+    b._rows[0].out.value = 300
+    assert b.to_json()["layers"][2] == {"type": "linear", "in": 300, "out": 128}
+    assert b.errors == []
+
+
+@pytest.mark.parametrize("mutate, index", [
+    (lambda b: b.set_layer_type(1, "softmax"), 1),
+    (lambda b: [b.add_layer(t) for t in ["relu", "linear"] * 4], 10),
+])
+def test_builder_rule_violations_point_at_layer(service, mutate, index):
+    b = Builder(AppState(service=service))
+    mutate(b)
+    assert b.errors == [_spec_message(b.to_json())]
+    assert index in b.layer_errors
+
+
+def test_builder_reorder_remove_import_export(service):
+    b = Builder(AppState(service=service))
+    b.preset = "784-128-64-10"
+    exported = b._json.value
+    b.move_layer(1, +1)  # relu below the linear: still valid (relu then... ) -> check types
+    assert [x["type"] for x in b.layers][:3] == ["linear", "linear", "relu"]
+    b.remove_layer(0)
+    assert b.errors  # first linear now takes 128 inputs, not 784
+    b._json.value = exported
+    b._import(None)
+    assert b.errors == [] and len(b.layers) == 5
+    b._json.value = "{not json"
+    b._import(None)
+    assert b._import_error.visible and "Import failed" in b._import_error.object
+
+
+def test_launch_refuses_invalid_architecture_and_bad_hyperparams(service):
+    state = AppState(service=service, device="cpu")
+    b = Builder(state)
+    b.set_layer_type(1, "softmax")
+    launch = LaunchPanel(state)
+    assert launch.launch() is None and "Build tab" in launch.message
+    b.set_layer_type(1, "relu")
+    launch.lr = 10.0
+    launch.optimizer = "sgd"
+    launch.momentum = 0.99
+    launch.epochs = 1
+    launch.train_split = 0.05
+    assert launch.hyperparams()["optimizer"]["momentum"] == 0.99
+    launch.limit = 5
+    assert state.train_samples == 5
+
+
+def test_live_view_follows_the_run_from_the_bus(trained):
+    state, live, run = trained
+    assert run.state == "succeeded"
+    assert live.run_state == "succeeded" and live.epoch == 2 and live.epoch_points == 2
+    figs = live.figures()
+    names = {t.name: len(t.x) for t in figs["loss"].data}
+    assert names["train loss"] == 2 and names["val loss"] == 2
+    assert names["step loss (smoothed)"] > 2
+    assert {t.name for t in figs["tflops"].data} == {"forward", "backward", "total"}
+    assert all(len(t.y) == 2 and min(t.y) > 0 for t in figs["tflops"].data)
+    assert live.peak_tflops and live.peak_tflops > 0
+    assert live._cancel.disabled
+
+
+def test_live_view_loads_history_of_a_finished_run(trained, service):
+    state, _, run = trained
+    other = LiveRun(AppState(service=service, run_id=run.run_id))
+    assert other.epoch_points == 2 and other.run_state == "succeeded"
+
+
+def test_failed_run_shows_its_error(service, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_FASHION_MNIST_DIR", str(tmp_path))  # no files -> fails
+    state = AppState(service=service, device="cpu")
+    Builder(state)
+    state.dataset = "fashion-mnist"
+    launch = LaunchPanel(state, epochs=1, limit=100)
+    live = LiveRun(state)
+    run_id = launch.launch()
+    assert run_id, launch.message
+    service.wait_run(run_id, timeout=120)
+    deadline = time.monotonic() + 10
+    while live.run_state != "failed" and time.monotonic() < deadline:
+        live.poll()
+        time.sleep(0.05)
+    assert live.run_state == "failed" and live.error
+    assert live.error == service.get_run(run_id).error
+    header = live._header()
+    assert any("Run failed" in str(getattr(p, "object", "")) for p in header.objects)
+
+
+def test_runs_view_table_filters_compare_and_sql(trained, service):
+    state, _, run = trained
+    view = RunsView(state)
+    table = view._table.value
+    assert run.run_id in set(table["run_id"])
+    view.state_filter = ["failed"]
+    assert run.run_id not in set(view._table.value["run_id"])
+    view.state_filter = []
+    view.model_filter = "no-such-model"
+    assert view._table.value.empty
+    view.model_filter = ""
+    row = list(view._table.value["run_id"]).index(run.run_id)
+    view._table.selection = [row]
+    assert view.selected == [run.run_id]
+    assert len(view._compare.object.data) == 1 and len(view._compare.object.data[0].x) == 2
+    assert any(len(t.y) for t in view._history.object.data)
+    view.sql = "SELECT run_id, state FROM runs WHERE state = 'succeeded'"
+    view.run_sql()
+    assert view.sql_error == "" and run.run_id in set(view._sql_result.value["run_id"])
+    view.sql = "DELETE FROM runs"
+    view.run_sql()
+    assert "read-only" in view.sql_error
+    view.open_selected()
+    assert state.run_id == run.run_id
+
+
+def _drawn_one() -> str:
+    img = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(img).line([(140, 40), (140, 240)], fill=(255, 255, 255, 255), width=20)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_playground_predicts_drawings_uploads_samples(trained, service):
+    state, _, run = trained
+    pg = Playground(state)
+    assert pg.param_id == run.param_id
+    label = pg.predict_sample(3)
+    assert label in range(10) and len(pg.probabilities) == 10
+    assert abs(sum(pg.probabilities) - 1) < 1e-4 and pg.latency_ms > 0
+    pg.canvas.value = _drawn_one()  # what the canvas sends after a stroke
+    assert pg.source == "drawing" and pg.prediction in range(10), pg.message
+    buf = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(buf, format="PNG")  # blank white paper
+    pg._upload.value = buf.getvalue()
+    assert pg.source == "upload" and pg.prediction in range(10)
+    m = pg.confusion_matrix()
+    assert m.shape == (10, 10) and m.sum() == 1000  # the bundled test split
+    assert "accuracy" in pg._confusion.object.layout.title.text
+
+
+def test_mnistify_fits_20px_box_and_centres_mass():
+    canvas = np.zeros((280, 280), np.float32)
+    canvas[20:100, 200:230] = 1.0  # a small off-centre stroke
+    out = mnistify(canvas)
+    ys, xs = np.nonzero(out > 0.1)
+    assert ys.max() - ys.min() + 1 <= 21 and xs.max() - xs.min() + 1 <= 21
+    cy = (out.sum(1) * np.arange(28)).sum() / out.sum()
+    cx = (out.sum(0) * np.arange(28)).sum() / out.sum()
+    assert abs(cy - 13.5) <= 1 and abs(cx - 13.5) <= 1
+
+
+def test_smoothed_is_debiased_ema():
+    assert smoothed([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])
+
+
+def test_origin_check():
+    assert origin_allowed(None, "127.0.0.1:8000")
+    assert origin_allowed("http://127.0.0.1:8000", "127.0.0.1:8000")
+    assert not origin_allowed("http://evil.example", "127.0.0.1:8000")
+    assert origin_allowed("http://lab.example", "127.0.0.1:8000", frozenset({"lab.example"}))
+
+
+def _mounted(service):
+    """The app mounted on a bare FastAPI app with the REST API's key ring (key ``KEY``)."""
+    from fastapi import FastAPI
+
+    from workbench.auth import KeyRing, bootstrap_admin_key
+    from workbench.ui.server import mount
+
+    bootstrap_admin_key(service.store, KEY)
+    app = FastAPI()
+    app.state.keyring = KeyRing(service.store)
+    mount(app, service)
+    return app
+
+
+KEY = "wb_ui-components-key"
+
+
+def test_mounted_app_serves_page_and_refuses_foreign_websocket(service):
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    with TestClient(_mounted(service)) as client:
+        page = client.get("/", headers={"Authorization": f"Bearer {KEY}"})
+        assert page.status_code == 200 and "nn-workbench" in page.text
+        # plotly.js and Tabulator are not in the page: LibraryLoader fetches them per tab
+        assert "plotly" not in page.text and "tabulator" not in page.text.lower()
+        with pytest.raises(WebSocketDisconnect) as info:
+            with client.websocket_connect("/ws", headers={"origin": "http://evil.example",
+                                                          "Authorization": f"Bearer {KEY}"}):
+                pass
+        assert info.value.code == 1008
+
+
+def test_app_login(service):
+    """No key: the login form with 401 and the websocket refused; a bad key refused; a good
+    one in the URL sets an HttpOnly, SameSite=Strict cookie and redirects to the clean URL."""
+    from fastapi.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from workbench.ui.login import cookie_name
+
+    with TestClient(_mounted(service)) as client:
+        anonymous = client.get("/")
+        assert anonymous.status_code == 401 and "<form" in anonymous.text
+        assert "bk-root" not in anonymous.text and "bokeh" not in anonymous.text
+        with pytest.raises(WebSocketDisconnect) as info:
+            with client.websocket_connect("/ws"):
+                pass
+        assert info.value.code == 1008
+        for bad in ("/?token=wrong", "/?token="):
+            refused = client.get(bad)
+            assert refused.status_code == 401 and "not valid" in refused.text
+        assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/login", data={"token": "wrong"}).status_code == 401
+        assert not client.cookies
+
+        login = client.get(f"/?token={KEY}&tab=runs", follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == "./?tab=runs"
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert cookie.startswith(cookie_name("testserver") + "=")
+        page = client.get("/")  # the cookie now
+        assert page.status_code == 200 and "nn-workbench" in page.text
+        client.cookies.clear()
+        form = client.post("/login", data={"token": KEY}, follow_redirects=False)
+        assert form.status_code == 303 and form.headers["location"] == "./"
+
+
+def test_panel_routes_are_not_api_and_take_odd_queries(service):
+    """Schemathesis found ``GET /?bokeh_session_id=...`` answering 500."""
+    from fastapi.testclient import TestClient
+
+    app = _mounted(service)
+    assert not [p for p in app.openapi()["paths"] if not p.startswith("/api")]
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        for query in ("bokeh_session_id=x", "bokeh_session_id=%00%ff", "bokeh_session_id=",
+                      "a=%ff&a=1&b", "token_x=1"):
+            assert client.get(f"/?{query}").status_code == 200, query
+
+
+def test_cookie_name_carries_the_port():
+    from workbench.ui.login import cookie_name
+
+    assert cookie_name("127.0.0.1:8765") == "workbench_key_8765"
+    assert cookie_name("[::1]:9000") == "workbench_key_9000"
+    assert cookie_name("example.org") == cookie_name(None) == "workbench_key"
+
+
+def test_devices_view_shows_stages_and_tflops_history(service):
+    """A job's allocation (as ``/network/initialize`` stores it) and ``/api/previous_teraflops``
+    data, read through TrainerJobs."""
+    from workbench.distributed.allocation import allocate
+    from workbench.spec import Architecture
+    from workbench.store.jobs import TrainerJobs
+    from workbench.ui.devices_view import DevicesView
+
+    jobs = TrainerJobs(service.store)
+    job = jobs.create_job(model_config={"layer_sizes": [784, 256, 128, 10]},
+                          dataset_config={"name": "mnist"})
+    d1 = jobs.register_device(job_id=job.job_id, ip="127.0.0.1", port=5101)
+    d2 = jobs.register_device(job_id=job.job_id, ip="127.0.0.1", port=5102)
+    arch = Architecture.from_layer_sizes([784, 256, 128, 10])
+    allocation = [{**plan.to_json(), "device_id": (d1, d2)[plan.device].device_id,
+                   "ip": "127.0.0.1", "port": (d1, d2)[plan.device].port, "score": 1.0,
+                   "layer_sizes": [784, 256] if plan.stage == 0 else [256, 128, 10]}
+                  for plan in allocate(arch, [1.0, 1.0])]
+    jobs.update_job(job_id=job.job_id, status="initialized", allocation=allocation)
+    for fwd in (0.01, 0.02):
+        jobs.record_session(job_id=job.job_id, devices={
+            "1": {"forward_tflops": fwd, "backward_tflops": 2 * fwd, "total_tflops": 3 * fwd},
+            "2": {"forward_tflops": fwd / 2, "backward_tflops": fwd, "total_tflops": 1.5 * fwd}})
+
+    view = DevicesView(AppState(service=service, device="cpu"))
+    assert view.job_id == job.job_id
+    shares = [bar.x[0] for bar in view._share.object.data]
+    assert len(shares) == 2 and sum(shares) == pytest.approx(100)
+    assert f"#{d1.device_id}" in view._stages.object and "784→256" in view._stages.object
+    traces = {t.name: list(t.y) for t in view._history.object.data}
+    assert traces["device 1 forward"] == [0.01, 0.02]
+    assert traces["device 2 backward"] == [0.01, 0.02]
+
+
+def test_tabs_wait_for_their_browser_libraries(service):
+    """Served pages come without plotly.js / Tabulator: a tab is built once the browser says
+    they are loaded (what LibraryLoader's JS callback echoes back)."""
+    import json
+
+    from workbench.ui.app import WorkbenchApp
+
+    app = WorkbenchApp(service, lazy_js=True)
+    loader = app._loader
+    app.show_tab("Runs")
+    assert "runs" not in app.views
+    request = json.loads(loader._request.value)
+    assert request["libs"] == ["plotly", "tabulator"]
+    assert any(u.endswith(".js") and "plotly" in u for u in request["urls"])
+    assert all(u.startswith("static/") for u in request["urls"])  # relative: works under a prefix
+    app.open_tab("Playground")  # waits for the same request, asks nothing new
+    assert json.loads(loader._request.value)["id"] == request["id"]
+    loader._done.value = "not json"  # anything else a client sends is ignored
+    assert "runs" not in app.views
+    loader._done.value = loader._request.value  # the browser's echo
+    assert {"runs", "playground"} <= set(app.views)
+    app.open_tab("Train")  # plotly is loaded already: built at once
+    assert "live" in app.views
+    assert WorkbenchApp(service).views == {}  # notebooks load everything up front

@@ -1,0 +1,1 @@
+"""Reusable test factories (live servers, tiny models)."""

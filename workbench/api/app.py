@@ -1,0 +1,133 @@
+"""The FastAPI app: the MNIST MLP API under ``/api``, behind bearer-token auth.
+
+    app = create_app()            # opens the store in $WORKBENCH_HOME and owns it
+    app = create_app(service)     # or serve an existing Workbench
+
+This module only assembles: routers per resource (``routes/``), error translation
+(``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``). The Panel app
+is mounted on the same app by ``workbench.ui.server.mount`` when that module exists; our routes
+stay off ``/``, ``/ws`` and ``/static`` for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from .. import __version__
+from ..auth import KeyRing, bootstrap_admin_key
+from ..config import get_settings
+from ..service import Workbench
+from . import errors
+from .deps import require_key
+from .limits import BodyLimit
+from .routes import infer, models, params, runs, trainer
+from .schemas import Health, InferRequest
+from .v1 import mount_v1
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api"
+
+DESCRIPTION = """The MNIST MLP API of nn-workbench.
+
+Every endpoint except `/api/health` needs `Authorization: Bearer <key>` (401 otherwise).
+Status codes: 400 invalid JSON or model definition (architecture / hyperparams / parameters,
+e.g. a dimension mismatch); 404 unknown or malformed id; 409 a training override inconsistent
+with the model's stored hyperparameters (e.g. `epochs` above the model's `max_epochs`);
+413 body over the upload limit; 422 other input validation (inference inputs of the wrong
+width, non-finite values, more than 512 inputs; bad query parameters). Error bodies are
+`{"detail": ..., "errors": ["field: why", ...]}`.
+
+Inference inputs are in the space the model was trained in: pixels scaled to [0, 1], then
+standardised with the data set's mean and std (as `workbench.data.load_splits` returns them).
+"""
+
+
+def create_app(
+    service: Workbench | None = None, *, max_body_bytes: int | None = None,
+    token: str | None = None, close_service: bool | None = None,
+) -> FastAPI:
+    """Build the app. Without ``service`` it opens the default store. The service is closed
+    on shutdown when ``close_service`` (default: when this function made it).
+    ``app.state.generated_key`` holds an admin key generated on the first start of an empty
+    store (None otherwise): the caller shows it once."""
+    settings = get_settings()
+    owns_service = service is None if close_service is None else close_service
+    service = service or _default_service()
+    keyring_store = service.store
+    generated = bootstrap_admin_key(keyring_store, token or settings.token)
+    keyring = KeyRing(keyring_store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resumed = service.resume_queued()
+        if resumed:
+            log.info("re-dispatched %d queued run(s)", len(resumed))
+        try:
+            yield
+        finally:
+            if owns_service:
+                service.close()
+
+    app = FastAPI(
+        title="nn-workbench", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/explorer", redoc_url=None, openapi_url=f"{API_PREFIX}/openapi.json",
+    )
+    app.state.service = service
+    app.state.keyring = keyring
+    app.state.generated_key = generated
+    errors.install(app)
+
+    @app.get(f"{API_PREFIX}/health", response_model=Health, tags=["health"])
+    async def health() -> dict[str, Any]:
+        """Readiness probe (no auth)."""
+        return {"status": "ok", "version": __version__}
+
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_key)])
+    for module in (models, runs, params, infer):
+        api.include_router(module.router)
+    app.include_router(api)
+    mount_v1(app, service)  # the native /api/v1 (workbench.api.v1)
+    app.include_router(trainer.router, prefix=API_PREFIX)  # the distributed-trainer API
+    trainer.install(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes)
+    _install_openapi(app)
+
+    try:
+        from ..ui.server import mount  # the Panel app, when that layer exists
+    except ImportError:
+        pass
+    else:
+        mount(app, service)
+    return app
+
+
+def _default_service() -> Workbench:
+    from ..store import Store
+
+    return Workbench(Store())
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Add the schemas of bodies that routes parse themselves (``/infer``) to the document."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        extra = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in extra.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["InferRequest"] = extra
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

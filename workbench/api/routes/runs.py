@@ -1,0 +1,44 @@
+"""``/api/runs``: training status (polled hard: served from the service's run cache)."""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from ...store import RunRecord
+from ..deps import ServiceDep
+from ..errors import ERROR_RESPONSES
+from ..schemas import RunPublic
+from ..views import json_response, run_view
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+# The service hands out the same RunRecord object until an event changes the run, so the
+# serialized body can be reused while the record is the same object.
+_bodies: dict[str, tuple[RunRecord, bytes]] = {}
+_bodies_lock = threading.Lock()
+
+
+@router.get("/{run_id}", response_model=RunPublic, responses=ERROR_RESPONSES)
+async def get_run(run_id: str, service: ServiceDep) -> Response:
+    """State, epoch, latest metrics and (once succeeded) the param_id of a run."""
+    run = service.get_run(run_id)
+    cached = _bodies.get(run_id)
+    if cached is not None and cached[0] is run:
+        body = cached[1]
+    else:
+        body = orjson.dumps(run_view(run))
+        with _bodies_lock:
+            if len(_bodies) > 4096:
+                _bodies.clear()
+            _bodies[run_id] = (run, body)
+    return Response(body, media_type="application/json")
+
+
+@router.post("/{run_id}/cancel", response_model=RunPublic, responses=ERROR_RESPONSES)
+def cancel_run(run_id: str, service: ServiceDep) -> Response:
+    """Ask a queued or running run to stop (it ends ``cancelled``)."""
+    return json_response(run_view(service.cancel_run(run_id)))

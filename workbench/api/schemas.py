@@ -1,0 +1,142 @@
+"""Request and response bodies of the MNIST MLP API (``shared/seeds/mnist-mlp-api.md``).
+
+The architecture, hyperparameter and parameter shapes are the ones in ``workbench.spec``; this
+module only adds the envelopes around them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..spec import Architecture, Hyperparams, Parameters
+
+MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what went wrong")
+    errors: list[str] = Field(default_factory=list, description="one line per offending field")
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture
+    hyperparams: Hyperparams | None = None
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ModelPublic(BaseModel):
+    model_id: str
+    name: str
+    architecture: dict[str, Any]
+    hyperparams: dict[str, Any]
+    created_at: str = Field(description="ISO 8601, UTC")
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparams: Hyperparams | None = Field(
+        default=None, description="fields given here override the model's hyperparameters"
+    )
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    limit: int | None = Field(default=None, ge=1, le=10_000_000,
+                              description="train on at most this many samples (quick runs)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    target: str = Field(default="local", min_length=1, max_length=200,
+                        description="where to train: local, local-kernel, distributed or a "
+                        "registered node id (GET /api/v1/nodes)")
+    strategy: Literal["single", "ddp", "pipeline"] = Field(
+        default="single", description="ddp / pipeline: torch.distributed ranks (target "
+        "distributed)")
+    world_size: int | None = Field(default=None, ge=1, le=64,
+                                   description="ranks of a ddp / pipeline run (default 2)")
+
+
+class TrainAccepted(BaseModel):
+    run_id: str
+    model_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class RunPublic(BaseModel):
+    run_id: str
+    model_id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    epoch: int
+    epochs_total: int
+    metrics: dict[str, float | None] = Field(
+        description="latest epoch: train_loss, train_accuracy, val_loss, val_accuracy, "
+        "samples_per_s, *_tflops, ..."
+    )
+    param_id: str | None = Field(default=None, description="only once succeeded")
+    error: str | None = Field(default=None, description="why a run failed")
+    dataset: str
+    target: str = Field(description="where it ran: local, local-kernel, distributed, a node id")
+    device: str | None = Field(default=None, description="the device it used (run.started)")
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class RunPage(BaseModel):
+    items: list[RunPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
+class ParamsPublic(BaseModel):
+    param_id: str
+    model_id: str
+    run_id: str | None
+    parameters: Parameters
+    size_bytes: int = Field(description="bytes of raw float32 weights")
+
+
+class ReturnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    logits: bool = False
+    probabilities: bool = True
+    labels: bool = True
+
+
+Inputs = list[list[float]]
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    param_id: str = Field(max_length=200)
+    inputs: Inputs = Field(min_length=1, max_length=MAX_BATCH,
+                           description=f"1..{MAX_BATCH} inputs of input_size floats each")
+    return_: ReturnSpec = Field(default_factory=ReturnSpec, alias="return")
+
+
+class InferAdhocRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    architecture: Architecture
+    parameters: Parameters
+    inputs: Inputs = Field(min_length=1, max_length=MAX_BATCH)
+    return_: ReturnSpec = Field(default_factory=ReturnSpec, alias="return")
+
+
+class InferOutputs(BaseModel):
+    labels: list[int] | None = None
+    probabilities: list[list[float | None]] | None = None  # null where non-finite
+    logits: list[list[float | None]] | None = None
+
+
+class InferResponse(BaseModel):
+    model_id: str | None
+    param_id: str | None
+    outputs: InferOutputs
+    latency_ms: float
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str

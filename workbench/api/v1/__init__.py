@@ -1,0 +1,51 @@
+"""The native API, ``/api/v1``: Cortex jobs, deployments and fine-tuning, neurogrid tasks and
+analytics, API keys with scopes and rate limits, a websocket, under the Cortex conventions
+(envelopes, error codes, pagination/filter/sort/fields).
+
+    app = create_app()       # workbench.api.app calls mount_v1(app, service)
+
+``mount_v1`` adds the routers, the envelope error handlers (scoped to ``/api/v1``: the MNIST
+MLP API under ``/api`` keeps its own shapes), the rate-limit middleware and the offline API
+explorer at ``/api/explorer``. Call it after the app's own exception handlers are installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fastapi import APIRouter, FastAPI
+
+from ...config import get_settings
+from ...executors.registry import install as install_targets
+from ...service import Workbench
+from . import analytics, conventions, explorer, jobs, keys, models, nodes, tasks, ws
+from .conventions import PREFIX
+from .security import RateLimiter, V1Middleware
+
+__all__ = ["PREFIX", "mount_v1"]
+
+
+def mount_v1(app: FastAPI, service: Workbench, *, rate_limit_per_minute: int | None = None,
+             allowed_origins: Iterable[str] = ()) -> None:
+    """Add ``/api/v1`` to ``app`` (whose ``state.keyring`` authenticates keys)."""
+    limit = get_settings().rate_limit_per_minute if rate_limit_per_minute is None \
+        else rate_limit_per_minute
+    app.state.v1_limiter = RateLimiter(limit)
+    app.state.v1_deployments = {}
+    app.state.v1_allowed_origins = frozenset(allowed_origins)
+    if not hasattr(app.state, "service"):
+        app.state.service = service
+
+    v1 = APIRouter(prefix=PREFIX)
+    for module in (keys, jobs, models, tasks, analytics, ws, nodes):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    # start_run(target="local-kernel" | node id); node health checks; node.status on the bus
+    install_targets(service, monitor_interval=30.0)
+
+    # Our explorer works offline; FastAPI's Swagger UI (if mounted there) needs a CDN.
+    app.router.routes[:] = [r for r in app.router.routes
+                            if getattr(r, "path", None) != "/api/explorer"]
+    app.include_router(explorer.router)
+    conventions.install(app)
+    app.add_middleware(V1Middleware)

@@ -1,0 +1,321 @@
+"""Cortex model management: deploy a trained job for inference, fine-tune it.
+
+- ``POST /api/v1/models/{job_id}/deploy`` makes a deployment in this server honouring
+  ``serving_config`` (micro-batching, concurrency cap: see ``batching.py``); its
+  ``endpoints.inference`` (``POST /api/v1/deployments/{id}/predict``) answers like
+  ``/api/infer`` and ``endpoints.metrics`` reports request counts and latencies. Deployments live
+  in this process (they are gone after a restart; deploy again).
+- ``POST /api/v1/models/{job_id}/finetune`` queues a new job of the same model starting from
+  the trained weights, with ``freeze_layers`` (``layer1``.. over the linear layers) fixed and the
+  data from ``dataset_url`` (file:// or http(s):// IDX or .npz, see ``workbench.data.urls``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ...model import linear_layer_names
+from ...service import Workbench
+from ...service.inference import check_inputs, forward
+from ...spec import validate_architecture
+from ..deps import ServiceDep
+from ..schemas import MAX_BATCH, Inputs, ReturnSpec
+from .batching import MicroBatcher, Overloaded
+from .conventions import (
+    ID_ERRORS,
+    RATE_LIMIT_EXCEEDED,
+    ApiError,
+    Envelope,
+    not_found,
+    ok,
+    validation_error,
+)
+from .jobs import JOB_STATUS, trained_run
+from .query import ListQueryDep, ListSpec, paginate
+from .security import ReadKey, TrainKey
+from .views import base_url, iso, job_id, record_owner
+
+router = APIRouter(tags=["models"])
+
+
+# ---- bodies ------------------------------------------------------------------------------------
+class DeploymentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_nodes: int = Field(default=1, ge=1, le=64)
+    max_nodes: int = Field(default=1, ge=1, le=64)
+    gpu_required: bool = False
+    memory_request: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$",
+                                       max_length=32)
+
+    @model_validator(mode="after")
+    def _nodes(self) -> DeploymentConfig:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) exceeds max_nodes ({self.max_nodes})")
+        return self
+
+
+class ServingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH, description="samples per micro-batch")
+    timeout_ms: float = Field(default=100, ge=0, le=10_000,
+                              description="longest wait for a micro-batch to fill")
+    max_concurrent_requests: int = Field(default=100, ge=1, le=10_000,
+                                         description="in flight at once; 429 beyond")
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    deployment_config: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    serving_config: ServingConfig = Field(default_factory=ServingConfig)
+
+
+class DeploymentPublic(BaseModel):
+    deployment_id: str
+    status: str
+    job_id: str
+    param_id: str
+    endpoints: dict[str, str]
+    deployment_config: DeploymentConfig
+    serving_config: ServingConfig
+    created_at: str
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    inputs: Inputs = Field(min_length=1, max_length=MAX_BATCH,
+                           description=f"1..{MAX_BATCH} inputs of input_size floats each")
+    return_: ReturnSpec = Field(default_factory=ReturnSpec, alias="return")
+
+
+class FineTuningConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=10.0)
+    epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int | None = Field(default=None, ge=1, le=65536)
+    freeze_layers: list[str] = Field(default_factory=list, max_length=5,
+                                     description="layer1, layer2, ... (linear layers, 1-based)")
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_url: str | None = Field(default=None, max_length=2000, description=(
+        "file:// or http(s):// URL of an .npz (x_train, y_train) or of a directory holding "
+        "MNIST-named IDX files; without it, `dataset` is used"))
+    validation_split: float = Field(default=0.2, ge=0.0, lt=1.0)
+    dataset: Literal["mnist", "fashion-mnist"] = "mnist"
+    limit: int | None = Field(default=None, ge=1, le=10_000_000)
+
+
+class FinetuneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fine_tuning_config: FineTuningConfig = Field(default_factory=FineTuningConfig)
+    dataset_config: DatasetConfig = Field(default_factory=DatasetConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class FinetuneAccepted(BaseModel):
+    finetune_job_id: str
+    status: str
+    original_job_id: str
+    task_id: str
+
+
+# ---- deployments -------------------------------------------------------------------------------
+class Deployment:
+    def __init__(self, service: Workbench, run_job_id: str, param_id: str, body: DeployRequest,
+                 base: str):
+        self.deployment_id = "deploy_" + uuid.uuid4().hex
+        self.job_id = run_job_id
+        self.param_id = param_id
+        self.body = body
+        self.created_at = time.time()
+        self.loaded = service.loaded_model(param_id)  # load now: a bad model fails the deploy
+        serving = body.serving_config
+        self.batcher = MicroBatcher(self._forward, batch_size=serving.batch_size,
+                                    timeout_ms=serving.timeout_ms,
+                                    max_concurrent=serving.max_concurrent_requests)
+        root = f"{base}/api/v1/deployments/{self.deployment_id}"
+        self.endpoints = {"inference": f"{root}/predict", "metrics": f"{root}/metrics"}
+
+    def _forward(self, x: np.ndarray) -> dict[str, list]:
+        return forward(self.loaded, x, logits=True, probabilities=True, labels=True)["outputs"]
+
+    def view(self) -> dict[str, Any]:
+        from datetime import datetime, timezone
+
+        return {
+            "deployment_id": self.deployment_id, "status": "ready", "job_id": self.job_id,
+            "param_id": self.param_id, "endpoints": self.endpoints,
+            "deployment_config": self.body.deployment_config.model_dump(),
+            "serving_config": self.body.serving_config.model_dump(),
+            "created_at": iso(datetime.fromtimestamp(self.created_at, timezone.utc)),
+        }
+
+
+def _deployments(request: Request) -> dict[str, Deployment]:
+    return request.app.state.v1_deployments
+
+
+def _deployment(request: Request, deployment_id: str) -> Deployment:
+    found = _deployments(request).get(deployment_id)
+    if found is None:
+        raise not_found("deployment", deployment_id, "deployment_id")
+    return found
+
+
+@router.post("/models/{job_id}/deploy", status_code=201, response_model=Envelope[DeploymentPublic],
+             responses=ID_ERRORS)
+def deploy(job_id: str, body: DeployRequest, request: Request, service: ServiceDep,
+           _: TrainKey) -> Response:
+    """Serve a completed job's weights with micro-batching and a concurrency cap."""
+    if body.deployment_config.gpu_required:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise validation_error("deployment_config.gpu_required",
+                                   "this server has no GPU; deploy with gpu_required false")
+    run, record = trained_run(service, job_id)
+    deployment = Deployment(service, job_id_of(run.run_id), record.param_id, body,
+                            base_url(request))
+    _deployments(request)[deployment.deployment_id] = deployment
+    return ok(deployment.view(), status_code=201)
+
+
+job_id_of = job_id  # route parameters named job_id shadow the helper inside handlers
+
+
+DEPLOYMENT_SPEC = ListSpec(
+    fields=tuple(DeploymentPublic.model_fields), sortable=("created_at", "job_id", "deployment_id"),
+    filters={"job_id": lambda v: (lambda item: item["job_id"] == v)},
+)
+
+
+@router.get("/deployments", response_model=Envelope[list[DeploymentPublic]], responses=ID_ERRORS)
+def list_deployments(request: Request, query: ListQueryDep, _: ReadKey,
+                     job_id: str | None = None) -> Response:
+    """Deployments in this server."""
+    page, meta = paginate([d.view() for d in _deployments(request).values()], query,
+                          DEPLOYMENT_SPEC)
+    return ok(page, meta=meta)
+
+
+@router.get("/deployments/{deployment_id}", response_model=Envelope[DeploymentPublic],
+            responses=ID_ERRORS)
+def get_deployment(deployment_id: str, request: Request, _: ReadKey) -> Response:
+    """One deployment."""
+    return ok(_deployment(request, deployment_id).view())
+
+
+@router.delete("/deployments/{deployment_id}", response_model=Envelope[DeploymentPublic],
+               responses=ID_ERRORS)
+async def delete_deployment(deployment_id: str, request: Request, _: TrainKey) -> Response:
+    """Stop serving a deployment."""
+    deployment = _deployment(request, deployment_id)
+    _deployments(request).pop(deployment_id, None)
+    await deployment.batcher.close()
+    return ok({**deployment.view(), "status": "deleted"})
+
+
+@router.post("/deployments/{deployment_id}/predict", responses=ID_ERRORS)
+async def predict(deployment_id: str, body: PredictRequest, request: Request,
+                  _: ReadKey) -> Response:
+    """Predictions, as ``/api/infer`` gives them; 429 past ``max_concurrent_requests``."""
+    deployment = _deployment(request, deployment_id)
+    x = check_inputs(body.inputs, deployment.loaded.architecture.input_size)
+    started = time.perf_counter()
+    try:
+        outputs, batch_samples = await deployment.batcher.submit(x)
+    except Overloaded:
+        limit = deployment.batcher.max_concurrent
+        raise ApiError(429, RATE_LIMIT_EXCEEDED, f"deployment {deployment_id} already has "
+                       f"{limit} requests in flight (max_concurrent_requests)",
+                       details={"max_concurrent_requests": limit},
+                       headers={"Retry-After": "1"}) from None
+    wanted = body.return_
+    picked = {k: v for k, v in outputs.items()
+              if (k == "labels" and wanted.labels) or (k == "probabilities" and wanted.probabilities)
+              or (k == "logits" and wanted.logits)}
+    return ok({"model_id": deployment.loaded.model_id, "param_id": deployment.param_id,
+               "outputs": picked, "latency_ms": (time.perf_counter() - started) * 1000.0},
+              meta={"deployment_id": deployment_id, "batch_samples": batch_samples})
+
+
+@router.get("/deployments/{deployment_id}/metrics", responses=ID_ERRORS)
+def deployment_metrics(deployment_id: str, request: Request, _: ReadKey) -> Response:
+    """Request counts, batches and latency percentiles of a deployment."""
+    deployment = _deployment(request, deployment_id)
+    return ok({"deployment_id": deployment_id,
+               **deployment.batcher.stats.view(deployment.batcher.in_flight)})
+
+
+# ---- fine-tuning -------------------------------------------------------------------------------
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    field = "dataset_config.dataset_url"
+    if parts.scheme not in ("file", "http", "https"):
+        raise validation_error(field, f"scheme {parts.scheme!r} is not supported; use file://, "
+                               "http:// or https://")
+    if parts.scheme == "file":
+        from ...data.urls import file_path
+
+        try:
+            file_path(url)
+        except (ValueError, FileNotFoundError) as exc:
+            raise validation_error(field, str(exc)) from None
+    elif not parts.hostname:
+        raise validation_error(field, "the URL has no host")
+
+
+@router.post("/models/{job_id}/finetune", status_code=202, response_model=Envelope[FinetuneAccepted],
+             responses=ID_ERRORS)
+def finetune(job_id: str, body: FinetuneRequest, service: ServiceDep, key: TrainKey) -> Response:
+    """A new job starting from the trained weights, with frozen layers and new data."""
+    run, _ = trained_run(service, job_id)
+    model = service.get_model(run.model_id)
+    arch = validate_architecture(model.architecture, allow_dropout=True)
+    names = linear_layer_names(arch)
+    cfg = body.fine_tuning_config
+    freeze = []
+    for i, name in enumerate(cfg.freeze_layers):
+        if name not in names:
+            raise validation_error(f"fine_tuning_config.freeze_layers[{i}]",
+                                   f"unknown layer {name!r}; this model has {', '.join(names)}")
+        freeze.append(names[name])
+    if len(set(freeze)) == len(names):
+        raise validation_error("fine_tuning_config.freeze_layers",
+                               "every layer is frozen; leave at least one trainable")
+    data = body.dataset_config
+    if data.dataset_url is not None:
+        _check_url(data.dataset_url)
+    override: dict[str, Any] = {
+        "epochs": cfg.epochs, "max_epochs": cfg.epochs, "early_stopping_patience": None,
+        "optimizer": {"type": "adam", "lr": cfg.learning_rate},
+        "train_split": 1.0 - data.validation_split,
+    }
+    if cfg.batch_size is not None:
+        override["batch_size"] = cfg.batch_size
+    new = service.start_run(
+        model.model_id, hyperparams=override, dataset=data.dataset, device=body.device,
+        limit=data.limit, spec_overrides={
+            "allow_dropout": True, "freeze": sorted(set(freeze)), "data_url": data.dataset_url},
+        initial_param_id=run.param_id,
+    )
+    record_owner(service, new.run_id, key.key_id, "models.finetune")
+    return ok({"finetune_job_id": job_id_of(new.run_id), "status": JOB_STATUS[new.state],
+               "original_job_id": job_id_of(run.run_id), "task_id": new.run_id},
+              status_code=202)

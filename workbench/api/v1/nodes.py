@@ -1,0 +1,156 @@
+"""Nodes (neurogrid): registered Jupyter Servers that runs can target by id.
+
+``POST /api/v1/nodes`` registers one (probing it: a refused token is 422 on ``token``, a server
+that does not answer is 502 NODE_UNAVAILABLE), ``GET /nodes`` lists them (``status``, ``region``
+filters; ``page``/``limit`` or ``offset``/``limit``; sort; fields), ``GET /nodes/{id}``,
+``POST /nodes/{id}/check`` re-checks health now, ``DELETE /nodes/{id}`` forgets one. Tokens are
+accepted, never returned.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from ...executors.registry import install
+from ...nodes import (
+    NodeAuthError,
+    NodeCreate,
+    NodeError,
+    NodePublic,
+    NodeRegistry,
+    NodeUnreachableError,
+    UnknownNode,
+    node_public,
+)
+from ...store import NODE_STATUSES, NodeRecord
+from ..deps import ServiceDep
+from .conventions import (
+    CONFLICT,
+    ID_ERRORS,
+    READ_ERRORS,
+    ApiError,
+    Envelope,
+    ErrorEnvelope,
+    not_found,
+    ok,
+    validation_error,
+)
+from .query import ListQuery, ListQueryDep, ListSpec, equals, paginate
+from .security import AdminKey, ReadKey
+
+router = APIRouter(prefix="/nodes", tags=["nodes"])
+
+NODE_UNAVAILABLE = "NODE_UNAVAILABLE"
+
+LIST_SPEC = ListSpec(
+    fields=tuple(NodePublic.model_fields),
+    sortable=("registered_at", "name", "status", "region", "performance_score",
+              "current_load", "last_seen", "id"),
+    filters={
+        "status": equals("status", allowed=NODE_STATUSES),
+        "region": equals("region"),
+        "offset": lambda raw: (lambda item: True),  # applied by list_nodes itself
+    },
+    default_sort=("registered_at", False),
+)
+
+_REGISTER_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ID_ERRORS,
+    409: {"model": ErrorEnvelope, "description": "that url is registered already"},
+    502: {"model": ErrorEnvelope, "description": "NODE_UNAVAILABLE: the server did not answer "
+          "or could not run the capability probe"},
+}
+
+
+def _nodes(service: Any) -> NodeRegistry:
+    nodes = install(service).nodes
+    assert nodes is not None
+    return nodes
+
+
+def _view(nodes: NodeRegistry, node: NodeRecord) -> dict[str, Any]:
+    return node_public(node, tasks_completed=nodes.tasks_completed(node.node_id)).model_dump(
+        mode="json")
+
+
+def _get(nodes: NodeRegistry, node_id: str) -> NodeRecord:
+    try:
+        return nodes.get(node_id)
+    except UnknownNode:
+        raise not_found("node", node_id, "node_id") from None
+
+
+@router.post("", response_model=Envelope[NodePublic], status_code=201,
+             responses=_REGISTER_ERRORS)
+def register_node(body: NodeCreate, service: ServiceDep, _: AdminKey) -> Response:
+    """Register a Jupyter Server: checks the token and probes GPU, CPUs, torch and a measured
+    matmul TFLOPS score on the node itself (takes a few seconds)."""
+    nodes = _nodes(service)
+    try:
+        node = nodes.register(body.url, body.token, name=body.name, region=body.region)
+    except NodeAuthError as exc:
+        raise validation_error("token", str(exc)) from None
+    except NodeUnreachableError as exc:
+        raise ApiError(502, NODE_UNAVAILABLE, str(exc), field="url") from None
+    except NodeError as exc:
+        raise ApiError(502, NODE_UNAVAILABLE, str(exc), field="url") from None
+    except ValueError as exc:
+        message = str(exc)
+        if "already registered" in message:
+            raise ApiError(409, CONFLICT, message, field="url") from None
+        field = "token" if message.startswith("token") else "url"
+        raise validation_error(field, message) from None
+    return ok(_view(nodes, node), status_code=201)
+
+
+@router.get("", response_model=Envelope[list[NodePublic]], responses=READ_ERRORS)
+def list_nodes(
+    service: ServiceDep, query: ListQueryDep, _: ReadKey,
+    status: Annotated[str | None, Query(description="online, busy or offline "
+                                        "(comma-separated)")] = None,
+    region: Annotated[str | None, Query(max_length=100)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=1_000_000, description="skip this many "
+                                        "(instead of page)")] = None,
+) -> Response:
+    """Registered nodes, oldest registration first by default."""
+    nodes = _nodes(service)
+    views = [_view(nodes, n) for n in nodes.store.list_nodes(limit=100_000)]
+    if offset is None:
+        page, meta = paginate(views, query, LIST_SPEC)
+        return ok(page, meta=meta)
+    if query.page != 1:
+        raise validation_error("offset", "give page or offset, not both")
+    widened = ListQuery(1, offset + query.limit, query.sort, query.fields, query.params)
+    page, meta = paginate(views, widened, LIST_SPEC)
+    total = meta["pagination"]["total"]
+    meta["pagination"] = {"total": total, "limit": query.limit, "offset": offset,
+                          "page": offset // query.limit + 1,
+                          "pages": -(-total // query.limit) if total else 0}
+    return ok(page[offset:], meta=meta)
+
+
+@router.get("/{node_id}", response_model=Envelope[NodePublic], responses=ID_ERRORS)
+def get_node(node_id: str, service: ServiceDep, _: ReadKey) -> Response:
+    """One node, with uptime and tasks completed."""
+    nodes = _nodes(service)
+    return ok(_view(nodes, _get(nodes, node_id)))
+
+
+@router.post("/{node_id}/check", response_model=Envelope[NodePublic], responses=ID_ERRORS)
+def check_node(node_id: str, service: ServiceDep, _: ReadKey) -> Response:
+    """Health-check the node now (status, last_seen, current_load, uptime)."""
+    nodes = _nodes(service)
+    _get(nodes, node_id)
+    return ok(_view(nodes, nodes.check(node_id)))
+
+
+@router.delete("/{node_id}", response_model=Envelope[NodePublic], responses=ID_ERRORS)
+def remove_node(node_id: str, service: ServiceDep, _: AdminKey) -> Response:
+    """Forget a node and its token; runs still executing there are cancelled."""
+    nodes = _nodes(service)
+    view = _view(nodes, _get(nodes, node_id))
+    nodes.remove(node_id)
+    return ok({**view, "status": "removed"})

@@ -1,0 +1,198 @@
+"""Permission scopes and per-key rate limits of ``/api/v1``, on top of the key ring of
+``workbench.auth``.
+
+Scopes: ``read`` < ``train`` < ``admin`` (a key's ``permissions`` is one of them or a
+comma-separated list). ``require("train")`` is the route dependency: 401 AUTH_INVALID for a
+missing, unknown, revoked or expired key (the message says which), 403 FORBIDDEN for a key
+without the scope.
+
+``V1Middleware`` (pure ASGI, only ``/api/v1`` HTTP requests) counts requests per key (per client
+address for requests without a valid key) in fixed one-minute windows, adds
+``X-RateLimit-Limit/Remaining/Reset`` and ``X-API-Version`` to every response and answers 429
+RATE_LIMIT_EXCEEDED (with ``Retry-After``) past the limit, before any route runs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ...auth import KeyRing, hash_key
+from ...store import ApiKeyRecord
+from ..deps import bearer
+from .conventions import (
+    API_VERSION,
+    AUTH_INVALID,
+    FORBIDDEN,
+    RATE_LIMIT_EXCEEDED,
+    ApiError,
+    error_body,
+    is_v1_path,
+)
+
+SCOPES = ("read", "train", "admin")
+_IMPLIED = {"read": {"read"}, "train": {"read", "train"}, "admin": {"read", "train", "admin"}}
+_WINDOW_S = 60
+_STATE_KEY = "v1_key"
+
+
+def parse_permissions(text: str) -> list[str]:
+    """``"read,train"`` -> ``["read", "train"]`` (ValueError naming an unknown scope)."""
+    scopes = [s.strip() for s in str(text).split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"unknown permission {unknown[0] if unknown else text!r}; "
+                         f"allowed: {', '.join(SCOPES)}")
+    return scopes
+
+
+def granted(permissions: str) -> set[str]:
+    out: set[str] = set()
+    for scope in str(permissions).split(","):
+        out |= _IMPLIED.get(scope.strip(), set())
+    return out
+
+
+# ---- rate limits -----------------------------------------------------------------------------
+class RateLimiter:
+    """Fixed one-minute windows per identity (thread-safe; the counts live in memory)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute  # 0: unlimited
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[int, int]] = {}  # identity -> (window start, count)
+
+    def hit(self, identity: str, now: float | None = None) -> tuple[bool, int, int, int]:
+        """Count one request: (allowed, limit, remaining, reset as epoch seconds)."""
+        now = time.time() if now is None else now
+        start = int(now) - int(now) % _WINDOW_S
+        reset = start + _WINDOW_S
+        if self.per_minute <= 0:
+            return True, 0, 0, reset
+        with self._lock:
+            if len(self._windows) > 10_000:  # forget identities idle since an older window
+                self._windows = {k: v for k, v in self._windows.items() if v[0] == start}
+            window, count = self._windows.get(identity, (start, 0))
+            if window != start:
+                count = 0
+            if count >= self.per_minute:
+                return False, self.per_minute, 0, reset
+            count += 1
+            self._windows[identity] = (start, count)
+        return True, self.per_minute, self.per_minute - count, reset
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+class V1Middleware:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_v1_path(scope):
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        keyring: KeyRing = state.keyring
+        limiter: RateLimiter = state.v1_limiter
+        token = _bearer_token(scope)
+        record = keyring.verify(token) if token else None
+        scope.setdefault("state", {})[_STATE_KEY] = record
+        client = scope.get("client") or ("?", 0)
+        identity = f"key:{record.key_id}" if record else f"addr:{client[0]}"
+        allowed, limit, remaining, reset = limiter.hit(identity)
+        extra = [(b"x-api-version", API_VERSION.encode())]
+        if limit:
+            extra += [(b"x-ratelimit-limit", str(limit).encode()),
+                      (b"x-ratelimit-remaining", str(remaining).encode()),
+                      (b"x-ratelimit-reset", str(reset).encode())]
+        if not allowed:
+            retry = max(1, math.ceil(reset - time.time()))
+            body = error_body(RATE_LIMIT_EXCEEDED,
+                              f"rate limit of {limit} requests per minute exceeded; retry in "
+                              f"{retry} s", {"limit": limit, "reset": reset})
+            await send({"type": "http.response.start", "status": 429, "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry).encode()), *extra]})
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# ---- authentication and scopes ---------------------------------------------------------------
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def why_invalid(keyring: KeyRing, token: str) -> str:
+    """A precise 401 message: unknown, revoked or expired."""
+    record = keyring.store.get_api_key(key_hash=hash_key(token))
+    if record is None:
+        return "invalid API key"
+    if record.revoked_at is not None:
+        return f"API key {record.key_id} was revoked at {record.revoked_at.isoformat()}"
+    if record.expires_at is not None and record.expires_at <= datetime.now(timezone.utc):
+        return f"API key {record.key_id} expired at {record.expires_at.isoformat()}"
+    return "invalid API key"
+
+
+def authenticate(request: Request, token: str | None) -> ApiKeyRecord:
+    if not token:
+        raise ApiError(401, AUTH_INVALID, "missing API key (Authorization: Bearer <key>)",
+                       field="Authorization", headers=_CHALLENGE)
+    record = request.scope.get("state", {}).get(_STATE_KEY)
+    keyring: KeyRing = request.app.state.keyring
+    if record is None:
+        record = keyring.verify(token)
+    if record is None:
+        raise ApiError(401, AUTH_INVALID, why_invalid(keyring, token), field="Authorization",
+                       headers=_CHALLENGE)
+    return record
+
+
+def require(scope: str) -> Callable[..., ApiKeyRecord]:
+    """The dependency for routes that need ``scope`` (read, train or admin)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApiKeyRecord:
+        record = authenticate(request, credentials.credentials if credentials else None)
+        if scope not in granted(record.permissions):
+            raise ApiError(403, FORBIDDEN, f"this API key ({record.permissions}) lacks the "
+                           f"{scope!r} permission", details={"required": scope})
+        return record
+
+    dependency.__name__ = f"require_{scope}"
+    return dependency
+
+
+ReadKey = Annotated[ApiKeyRecord, Depends(require("read"))]
+TrainKey = Annotated[ApiKeyRecord, Depends(require("train"))]
+AdminKey = Annotated[ApiKeyRecord, Depends(require("admin"))]
+
+
+def key_state(request: Request) -> Any:
+    return request.scope.get("state", {}).get(_STATE_KEY)

@@ -1,0 +1,104 @@
+"""Runs as the native API shows them: Cortex jobs and neurogrid tasks, and their ids.
+
+Every run is a task (id = the run id, ``r_<hex>``) and a Cortex job (``job_<hex>``, the same
+hex), so no mapping table is needed: ``job_id(run_id)`` and ``run_id_of(job_id)`` are inverses.
+Who started a run is logged as a ``run.owner`` event on it (``{"key_id": ...}``): the runs table
+stays as it is and analytics read it back from the event log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+
+from ...service import Workbench
+from ...store import RunRecord
+from .conventions import not_found
+
+RUN_OWNER = "run.owner"  # event type: data {"key_id": ..., "via": "jobs.submit" | ...}
+
+# run state -> Cortex job status / neurogrid task status
+JOB_STATUS = {"queued": "submitted", "running": "training", "succeeded": "completed",
+              "failed": "failed", "cancelled": "cancelled"}
+TASK_STATUS = {"queued": "pending", "running": "running", "succeeded": "completed",
+               "failed": "failed", "cancelled": "cancelled"}
+# filter values (task or run vocabulary) -> run states
+STATUS_ALIASES: dict[str, tuple[str, ...]] = {
+    **{task: (state,) for state, task in TASK_STATUS.items()},
+    **{state: (state,) for state in TASK_STATUS},
+}
+
+
+def job_id(run_id: str) -> str:
+    return "job_" + run_id.removeprefix("r_")
+
+
+def run_id_of(any_id: str) -> str:
+    """``job_<hex>`` or ``r_<hex>`` -> ``r_<hex>``."""
+    return "r_" + any_id.removeprefix("job_") if any_id.startswith("job_") else any_id
+
+
+def get_run(service: Workbench, any_id: str, *, field: str = "job_id") -> RunRecord:
+    from ...service import NotFound
+
+    run_id = run_id_of(any_id)
+    if not run_id.startswith("r_"):
+        raise not_found("job", any_id, field)
+    try:
+        return service.get_run(run_id)
+    except NotFound:
+        raise not_found("job" if field == "job_id" else "task", any_id, field) from None
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def duration_s(run: RunRecord) -> float | None:
+    if run.started_at is None:
+        return None
+    end = run.finished_at or run.updated_at
+    return max(0.0, (end - run.started_at).total_seconds())
+
+
+def task_view(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.run_id,
+        "job_id": job_id(run.run_id),
+        "type": "training",
+        "status": TASK_STATUS.get(run.state, run.state),
+        "state": run.state,
+        "model": run.model_id,
+        "dataset": run.dataset,
+        "node_id": run.target,
+        "device": run.device,
+        "epoch": run.epoch,
+        "epochs_total": run.epochs_total,
+        "metrics": run.metrics,
+        "param_id": run.param_id if run.state == "succeeded" else None,
+        "error": run.error,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "completed_at": iso(run.finished_at),
+        "duration_s": duration_s(run),
+    }
+
+
+TASK_FIELDS = (
+    "id", "job_id", "type", "status", "state", "model", "dataset", "node_id", "device", "epoch",
+    "epochs_total", "metrics", "param_id", "error", "created_at", "started_at", "completed_at",
+    "duration_s",
+)
+
+
+def base_url(request: Request) -> str:
+    """This server's URL as the client reached it, without a trailing slash."""
+    return str(request.base_url).rstrip("/")
+
+
+def record_owner(service: Workbench, run_id: str, key_id: str, via: str) -> None:
+    from ... import events as ev
+
+    service.record_event(ev.make_event(RUN_OWNER, run_id, key_id=key_id, via=via))

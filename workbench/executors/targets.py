@@ -1,0 +1,111 @@
+"""What a request asks for -> where a run goes: ``(target, spec_overrides)`` for
+``Workbench.start_run``.
+
+    target, overrides = choose("local", strategy="ddp", world_size=2)
+    # -> ("distributed", {"strategy": "ddp", "world_size": 2})
+    target, overrides = from_node_urls(service, ["http://10.0.0.5:5001", "http://10.0.0.6:5001"])
+
+``choose`` checks that the strategy fits the target (a single-process target cannot run DDP).
+``from_node_urls`` is the Cortex ``global_node_urls`` dispatch: the URL of a registered node
+(a Jupyter Server in the node registry) trains on that node; URLs of running ``workbench worker``
+processes train with DDP, one rank per worker. Errors are :class:`TargetError` naming the
+request field (``target``, ``strategy``, ``world_size``, ``global_node_urls[i]``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
+from .registry import LOCAL
+
+if TYPE_CHECKING:
+    from ..service import Workbench
+
+STRATEGIES = ("single", "ddp", "pipeline")
+WORKER_TIMEOUT_S = 3.0  # a worker's /health answers in milliseconds
+
+
+class TargetError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def choose(target: str | None, *, strategy: str = "single",
+           world_size: int | None = None) -> tuple[str, dict[str, Any]]:
+    """The target and RunSpec overrides of a run asked to train with ``strategy``."""
+    if strategy not in STRATEGIES:
+        raise TargetError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "single" and target == DISTRIBUTED:
+        strategy = "ddp"  # the target named alone: DDP over local ranks
+    if strategy == "single":
+        if world_size not in (None, 1):
+            raise TargetError("world_size", "more than one rank needs strategy 'ddp' or "
+                              "'pipeline'")
+        return target or LOCAL, {}
+    if target not in (None, LOCAL, DISTRIBUTED):
+        raise TargetError("target", f"strategy {strategy!r} runs on the {DISTRIBUTED!r} target "
+                          f"(local rank processes), not on {target!r}; use global_node_urls "
+                          "for workbench workers")
+    size = DEFAULT_WORLD_SIZE if world_size is None else world_size
+    if not 1 <= size <= 64:
+        raise TargetError("world_size", f"must be between 1 and 64, got {size}")
+    return DISTRIBUTED, {"strategy": strategy, "world_size": size}
+
+
+def _http_form(url: str) -> str:
+    """ws(s):// -> http(s)://, no trailing slash: how node URLs are stored."""
+    parts = urlsplit(url.strip())
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def from_node_urls(service: Workbench, urls: list[str], *,
+                   strategy: str = "ddp") -> tuple[str, dict[str, Any]]:
+    """Resolve Cortex ``global_node_urls`` (checked now, so a bad URL is a submit-time error).
+
+    - one URL of a registered node -> that node's id as the target;
+    - URLs of running ``workbench worker``s -> ``distributed`` with one rank per worker
+      (``strategy`` ddp, or pipeline).
+    """
+    from ..distributed.worker import WorkerUnreachable, worker_health
+
+    if not urls:
+        raise TargetError("global_node_urls", "give at least one URL")
+    seen: dict[str, int] = {}
+    nodes: list[tuple[int, str]] = []
+    workers: list[str] = []
+    for i, url in enumerate(urls):
+        field = f"global_node_urls[{i}]"
+        http = _http_form(url)
+        if http in seen:
+            raise TargetError(field, f"{url} is listed twice (also global_node_urls[{seen[http]}])")
+        seen[http] = i
+        node = service.store.find_node(url=http)
+        if node is not None:
+            nodes.append((i, node.node_id))
+            continue
+        parts = urlsplit(http)
+        if parts.scheme != "http" or parts.path or parts.port is None:
+            raise TargetError(field, f"{url} is not a registered node (see GET /api/v1/nodes) "
+                              "nor a workbench worker address (http://host:port)")
+        try:
+            health = worker_health(parts.hostname or "", parts.port, timeout_s=WORKER_TIMEOUT_S)
+        except (WorkerUnreachable, RuntimeError) as exc:
+            raise TargetError(field, f"{url} is not a registered node, and no workbench worker "
+                              f"answers there ({exc}); start one with `workbench worker --port "
+                              f"{parts.port}` or register the node first") from None
+        if health.get("status") != "ok":
+            raise TargetError(field, f"the workbench worker at {url} is not ready: {health}")
+        workers.append(f"{parts.hostname}:{parts.port}")
+    if nodes:
+        if len(urls) > 1:
+            raise TargetError("global_node_urls", f"global_node_urls[{nodes[0][0]}] is a "
+                              "registered node, which trains a job by itself: give exactly one "
+                              "node URL, or only workbench worker URLs for data-parallel training")
+        return nodes[0][1], {}
+    if strategy not in ("ddp", "pipeline"):
+        raise TargetError("strategy", "workbench workers train with strategy 'ddp' or 'pipeline'")
+    return DISTRIBUTED, {"strategy": strategy, "world_size": len(workers), "workers": workers}

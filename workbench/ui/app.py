@@ -1,0 +1,135 @@
+"""The workbench app: the builder, launch panel, live view, runs, playground and devices as tabs.
+
+This module only composes; each view lives in its own module and talks to the shared
+``AppState`` and, through it, to the service. Served pages load plotly.js and Tabulator (5 MB
+of JavaScript, most of a first render's cost) only when a tab that needs them first opens:
+see ``lazy.LibraryLoader``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from ..devices import device_label
+from .builder import Builder
+from .devices_view import DevicesView
+from .launch import LaunchPanel
+from .lazy import LibraryLoader
+from .live import LiveRun
+from .playground import Playground
+from .runs import RunsView
+from .state import AppState
+from .theme import HEADER_CSS, html
+
+TITLE = "nn-workbench"
+TABS = ("Build", "Train", "Runs", "Playground", "Devices")
+# The browser libraries each tab's views need (the Build tab needs none).
+NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
+         "Devices": ("plotly",)}
+PEAK_POLL_MS, PEAK_POLLS = 250, 120
+
+
+class WorkbenchApp(Viewer):
+    """One session's app. Views other than the builder are built when their tab is first
+    opened, so the first render of the page only pays for the Build tab."""
+
+    state = param.ClassSelector(class_=AppState)
+
+    def __init__(self, service: Any, *, state: AppState | None = None, lazy_js: bool = False):
+        """``lazy_js``: the page was served without plotly.js / Tabulator (``server.mount``);
+        load them in the browser before a tab that needs them is built."""
+        super().__init__(state=state or AppState(service=service, defer_peak=lazy_js))
+        self.builder = Builder(self.state)
+        self.views: dict[str, Any] = {}
+        self._built: set[str] = set()
+        self._loader = LibraryLoader(on_ready=self._build_ready) if lazy_js else None
+        # Not Tabs(dynamic=True): that detaches hidden tabs from the document, and Panel then
+        # gives their updated panes CDN stylesheet URLs (the app must work offline). The
+        # lazily filled slots keep the first render just as cheap.
+        self._slots = {tab: pn.Column(html("<div class='wb-empty'>loading…</div>"),
+                                      sizing_mode="stretch_width", margin=0)
+                       for tab in TABS[1:]}
+        self.tabs = pn.Tabs(
+            ("Build", pn.Column(self.builder, margin=(10, 16), sizing_mode="stretch_width")),
+            *self._slots.items(), sizing_mode="stretch_width",
+            css_classes=["wb-tabs"],
+        )
+        self.tabs.param.watch(lambda e: self.open_tab(TABS[e.new]), "active")
+        # A launched run is watched on the Train tab; one opened from the Runs tab too.
+        self.state.param.watch(lambda e: self.show_tab("Train") if e.new else None, "run_id")
+        self._header = pn.pane.HTML(
+            f"<div class='wb-header'><span class='logo'>◆ {TITLE}</span>"
+            "<span class='sub'>design · train · watch · serve small neural networks</span>"
+            f"<span class='dev'>{device_label(self.state.device)}</span></div>",
+            stylesheets=[HEADER_CSS], sizing_mode="stretch_width", margin=0,
+        )
+
+    def open_tab(self, tab: str) -> None:
+        """Build ``tab``'s views if not done yet (once its browser libraries are loaded)."""
+        if tab not in self._slots or tab in self._built:
+            return
+        if self._loader is not None and not self._loader.ready(NEEDS.get(tab, ())):
+            self._loader.request(tab, NEEDS.get(tab, ()))
+            return
+        self._build(tab)
+
+    def _build_ready(self) -> None:
+        for tab in self._loader.pending_ready() if self._loader else ():
+            self._build(tab)
+
+    def _build(self, tab: str) -> None:
+        if tab in self._built:
+            return
+        self._built.add(tab)
+        slot = self._slots[tab]
+        if tab == "Train":
+            self.views["launch"], self.views["live"] = LaunchPanel(self.state), LiveRun(self.state)
+            body: Any = pn.Row(
+                pn.Column(self.views["launch"], width=520, margin=(10, 16)),
+                pn.Column(self.views["live"], sizing_mode="stretch_width", margin=(10, 16)),
+                sizing_mode="stretch_width")
+        else:
+            view = {"Runs": RunsView, "Playground": Playground, "Devices": DevicesView}[tab](
+                self.state)
+            self.views[tab.lower()] = view
+            body = pn.Column(view, margin=(10, 16), sizing_mode="stretch_width")
+        slot.objects = [body]
+
+    def show_tab(self, tab: str) -> None:
+        self.open_tab(tab)
+        self.tabs.active = TABS.index(tab)
+
+    def close(self) -> None:
+        if "live" in self.views:
+            self.views["live"].close()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.on_session_destroyed(lambda _ctx: self.close())
+            if not self.state.refresh_peak():  # still being measured at server start
+                pn.state.add_periodic_callback(self.state.refresh_peak, period=PEAK_POLL_MS,
+                                               count=PEAK_POLLS)
+        parts = [self._header, self.tabs]
+        if self._loader is not None:
+            parts.append(self._loader)
+        return pn.Column(*parts, sizing_mode="stretch_width", margin=0)
+
+
+def create_app(service: Any, *, state: AppState | None = None,
+               lazy_js: bool = False) -> WorkbenchApp:
+    return WorkbenchApp(service, state=state, lazy_js=lazy_js)
+
+
+def app(service: Any = None) -> WorkbenchApp:
+    """The full app for a notebook cell (``workbench.ui.app()``); uses the notebook's service
+    (``workbench.notebook``) when none is given."""
+    if service is None:
+        from .. import notebook
+
+        service = notebook.service()
+    pn.extension("plotly", "tabulator")
+    return create_app(service)

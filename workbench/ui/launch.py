@@ -1,0 +1,148 @@
+"""Launch panel: hyperparameters, data set and compute target, then start a run.
+
+The form's fields map one to one onto ``workbench.spec.Hyperparams``; validation and its
+messages come from there (and from the service), never from a second set of rules here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+from pydantic import ValidationError
+
+from ..data.datasets import DATASETS
+from ..spec import Hyperparams, error_messages
+from .state import FULL_TRAIN_SAMPLES, AppState
+from .theme import html
+
+
+def _describe_error(exc: Exception) -> str:
+    return "; ".join(error_messages(exc))
+
+
+class LaunchPanel(Viewer):
+    """Hyperparameters form + Launch button; sets ``state.run_id`` to the new run."""
+
+    state = param.ClassSelector(class_=AppState)
+    optimizer = param.Selector(default="adam", objects=["sgd", "adam", "adamw"])
+    lr = param.Number(default=1e-3, bounds=(1e-6, 10.0), doc="learning rate")
+    momentum = param.Number(default=0.0, bounds=(0.0, 0.99), doc="SGD momentum")
+    batch_size = param.Integer(default=64, bounds=(1, 65536))
+    epochs = param.Integer(default=5, bounds=(1, 1000))
+    seed = param.Integer(default=42, bounds=(0, None))
+    train_split = param.Number(default=0.9, bounds=(0.05, 1.0), doc="share used for training")
+    early_stopping = param.Integer(default=0, bounds=(0, 1000),
+                                   doc="patience in epochs; 0 = off")
+    limit = param.Integer(default=0, bounds=(0, None), doc="cap on training samples; 0 = all")
+    target = param.Selector(default="local", objects=["local"], doc="where the run executes")
+    run_name = param.String(default="", doc="model name (optional)")
+    message = param.String(default="", doc="last launch error, empty when fine")
+    launched = param.Event(doc="fires after a run was started")
+
+    def __init__(self, state: AppState, **params: Any):
+        super().__init__(state=state, **params)
+        self._refresh_targets()
+        self._estimate()
+
+    def _refresh_targets(self) -> None:
+        targets = list(getattr(self.state.service, "targets", None) or ["local"])
+        self.param.target.objects = targets
+        if self.target not in targets:
+            self.target = targets[0]
+
+    def hyperparams(self) -> dict[str, Any]:
+        """The form as a validated Hyperparams JSON (raises ``ValidationError``)."""
+        opt: dict[str, Any] = {"type": self.optimizer, "lr": self.lr}
+        if self.optimizer == "sgd":
+            opt["momentum"] = self.momentum
+        data: dict[str, Any] = {
+            "epochs": self.epochs, "batch_size": self.batch_size, "optimizer": opt,
+            "seed": self.seed, "train_split": self.train_split,
+        }
+        if self.early_stopping:
+            data["early_stopping_patience"] = self.early_stopping
+        return Hyperparams.model_validate(data).to_json()
+
+    @param.depends("train_split", "limit", "state.dataset", watch=True)
+    def _estimate(self) -> None:
+        n = round(FULL_TRAIN_SAMPLES.get(self.state.dataset, 60_000) * self.train_split)
+        self.state.train_samples = max(1, min(n, self.limit) if self.limit else n)
+
+    def launch(self) -> str | None:
+        """Create the model and start a run; returns its id (None with ``message`` set)."""
+        service = self.state.service
+        if self.state.architecture is None:
+            self.message = "The architecture is not valid yet: fix it in the Build tab."
+            return None
+        try:
+            hp = self.hyperparams()
+            model = service.create_model(self.state.architecture, hp,
+                                         name=self.run_name or None)
+            run = service.start_run(
+                model.model_id, dataset=self.state.dataset, target=self.target,
+                device=self.state.device, limit=self.limit or None,
+            )
+        except ValidationError as exc:
+            self.message = _describe_error(exc)
+            return None
+        except (ValueError, KeyError, RuntimeError) as exc:
+            self.message = str(exc)
+            return None
+        self.message = ""
+        self.state.run_id = run.run_id
+        self.state.param.trigger("runs_changed")
+        self.param.trigger("launched")
+        return run.run_id
+
+    @param.depends("message")
+    def _message_view(self) -> pn.viewable.Viewable:
+        return pn.pane.Alert(self.message, alert_type="danger", visible=bool(self.message),
+                             css_classes=["wb-launch-error"], sizing_mode="stretch_width")
+
+    @param.depends("optimizer")
+    def _momentum(self) -> pn.viewable.Viewable:
+        return pn.widgets.FloatInput.from_param(
+            self.param.momentum, name="Momentum", step=0.05, width=130,
+            disabled=self.optimizer != "sgd")
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        p = self.param
+        w = pn.widgets
+        button = w.Button(name="▶ Launch training", button_type="success", height=44,
+                          sizing_mode="stretch_width", css_classes=["launch-run"])
+        button.on_click(lambda _: self.launch())
+        dataset = w.Select.from_param(
+            self.state.param.dataset, name="Dataset", width=200,
+            options={DATASETS[k].title: k for k in DATASETS})
+        device = w.Select.from_param(self.state.param.device, name="Device", width=130)
+        return pn.Column(
+            html("<h3 class='wb-h'>Optimizer</h3>"),
+            pn.Row(w.Select.from_param(p.optimizer, name="Optimizer", width=130),
+                   w.FloatInput.from_param(p.lr, name="Learning rate", step=1e-4, width=130,
+                                           format="0.[000000]"),
+                   self._momentum),
+            html("<h3 class='wb-h'>Schedule</h3>"),
+            pn.Row(w.IntInput.from_param(p.epochs, name="Epochs", width=100,
+                                         css_classes=["hp-epochs"]),
+                   w.IntInput.from_param(p.batch_size, name="Batch size", width=110,
+                                         css_classes=["hp-batch"]),
+                   w.IntInput.from_param(p.seed, name="Seed", width=100),
+                   w.IntInput.from_param(p.early_stopping, name="Early stop patience",
+                                         width=150)),
+            html("<h3 class='wb-h'>Data</h3>"),
+            pn.Row(dataset,
+                   w.FloatSlider.from_param(p.train_split, name="Train split", step=0.05,
+                                            width=180),
+                   w.IntInput.from_param(p.limit, name="Sample cap (0 = all)", width=150,
+                                         css_classes=["hp-limit"])),
+            html("<h3 class='wb-h'>Compute</h3>"),
+            pn.Row(w.Select.from_param(p.target, name="Target", width=160), device,
+                   w.TextInput.from_param(p.run_name, name="Model name", width=200,
+                                          placeholder="optional")),
+            self._message_view,
+            button,
+            sizing_mode="stretch_width",
+        )

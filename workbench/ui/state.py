@@ -1,0 +1,97 @@
+"""Shared app state: one ``AppState`` per session (browser tab or notebook), handed to every view.
+
+Views bind to these parameters instead of to each other, so the builder, the launch panel, the
+live run view, the runs table and the playground stay independent components.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import param
+
+from ..data.datasets import DATASETS
+from ..devices import available_devices, measure_peak_tflops
+
+# Measured peaks by device, filled by ``prewarm_peaks`` (server start) or a first synchronous
+# measurement (notebooks, tests). A served page never waits for the probe: it reads this.
+_peaks: dict[str, float] = {}
+
+
+def known_peak(device: str) -> float | None:
+    """The measured peak of ``device`` if it was measured already, else None (never blocks)."""
+    return _peaks.get(device)
+
+
+def peak(device: str) -> float:
+    """The measured peak of ``device``, measuring it now if needed."""
+    if device not in _peaks:
+        _peaks[device] = measure_peak_tflops(device)
+    return _peaks[device]
+
+
+def prewarm_peaks() -> threading.Thread:
+    """Measure every local device's peak in a background thread (started with the server)."""
+
+    def run() -> None:
+        for device in available_devices():
+            try:
+                peak(device)
+            except (RuntimeError, ValueError):  # a broken device must not stop the server
+                pass
+
+    thread = threading.Thread(target=run, name="workbench-peak-probe", daemon=True)
+    thread.start()
+    return thread
+
+# Training samples per epoch when the whole data set is used (train file x default split);
+# the live numbers replace this once a run reports n_train.
+FULL_TRAIN_SAMPLES = {"mnist": 60_000, "fashion-mnist": 60_000}
+
+
+class AppState(param.Parameterized):
+    """What the session is looking at and working on."""
+
+    service = param.Parameter(doc="the workbench.service.Workbench every view calls")
+    dataset = param.Selector(default="mnist", objects=list(DATASETS), doc="chosen data set")
+    device = param.Selector(
+        default="cpu", objects=["cpu"], doc="device of a local run (cpu, cuda:0, ...)"
+    )
+    peak_tflops = param.Number(
+        default=None, allow_None=True, bounds=(0, None),
+        doc="measured float32 matmul TFLOPS of the chosen device",
+    )
+    train_samples = param.Integer(
+        default=54_000, bounds=(1, None), doc="training samples per epoch (for predictions)"
+    )
+    architecture = param.Dict(
+        default=None, allow_None=True, doc="the builder's architecture JSON when it is valid"
+    )
+    run_id = param.String(default=None, allow_None=True, doc="the run shown in the live view")
+    runs_changed = param.Event(doc="a run was created or finished: tables should refresh")
+    defer_peak = param.Boolean(
+        default=False, doc="served sessions: read the pre-measured peak, never measure inline"
+    )
+
+    def __init__(self, **params: Any):
+        devices = available_devices()
+        super().__init__(**params)
+        self.param.device.objects = devices
+        if "device" not in params:
+            self.device = devices[-1]  # a GPU when there is one
+        self._measure_peak()
+
+    @property
+    def num_classes(self) -> int:
+        return len(DATASETS[self.dataset].classes)
+
+    @param.depends("device", watch=True)
+    def _measure_peak(self) -> None:
+        self.peak_tflops = known_peak(self.device) if self.defer_peak else peak(self.device)
+
+    def refresh_peak(self) -> bool:
+        """Pick up a peak measured in the background since; True once it is known."""
+        if self.peak_tflops is None:
+            self.peak_tflops = known_peak(self.device)
+        return self.peak_tflops is not None

@@ -1,0 +1,52 @@
+"""Look and feel: one stylesheet for the app's HTML panes (KPI strips, headings, states).
+
+Panel renders every component in its own shadow root, so page-level CSS does not reach inside;
+``html()`` makes an HTML pane that carries this stylesheet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+
+ACCENT = "#2563eb"
+
+CSS = """
+:host { font-family: Inter, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.wb-kpis { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 8px 0; }
+.wb-kpi { background: #f8fafc; border: 1px solid #e2e8f0; border-radius: 10px;
+          padding: 8px 14px; min-width: 110px; }
+.wb-kpi .k, .wb-prediction .k { font-size: 11px; text-transform: uppercase;
+          letter-spacing: .05em; color: #64748b; }
+.wb-kpi .v { font-size: 18px; font-weight: 600; color: #0f172a; margin-top: 2px; }
+.wb-kpi .v small { font-size: 11px; font-weight: 400; color: #64748b; }
+.wb-predicted { flex: 1 1 260px; }
+.wb-state { color: #fff; border-radius: 999px; padding: 2px 10px; font-size: 13px; }
+.wb-h { font-size: 13px; text-transform: uppercase; letter-spacing: .06em; color: #475569;
+        margin: 10px 0 0 0; }
+.wb-empty { color: #64748b; font-style: italic; padding: 12px 4px; }
+.wb-io { color: #334155; }
+.wb-prediction { padding: 8px 4px; }
+.wb-prediction .big { font-size: 64px; font-weight: 700; color: #2563eb; line-height: 1.1; }
+.wb-bar { height: 8px; background: #e2e8f0; border-radius: 999px; overflow: hidden; }
+.wb-bar div { height: 100%; background: #2563eb; transition: width .3s; }
+code { background: #eef2ff; border-radius: 4px; padding: 1px 5px; font-size: 13px; }
+"""
+
+HEADER_CSS = """
+:host { width: 100%; }
+.wb-header { display: flex; align-items: center; gap: 14px; padding: 12px 22px;
+  background: linear-gradient(90deg, #0f172a, #1e3a8a); color: #fff; border-radius: 0 0 12px 12px;
+  font-family: Inter, system-ui, sans-serif; }
+.wb-header .logo { font-size: 22px; font-weight: 700; letter-spacing: -.01em; }
+.wb-header .sub { color: #cbd5e1; font-size: 13px; }
+.wb-header .dev { margin-left: auto; font-size: 12px; color: #e2e8f0;
+  background: rgba(255,255,255,.12); border-radius: 999px; padding: 4px 12px; }
+"""
+
+
+def html(obj: str = "", **params: Any) -> pn.pane.HTML:
+    """An HTML pane styled with the app's stylesheet."""
+    params.setdefault("stylesheets", [CSS])
+    return pn.pane.HTML(obj, **params)
