@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
+from tests.utils.workers import running_workers
 from workbench.data import load_splits
 from workbench.distributed.allocation import allocate
 from workbench.distributed.coordinator import JobFailed, run_job
@@ -112,27 +111,8 @@ def test_two_processes_match_single_process_per_step(strategy, reference):
 @pytest.fixture
 def workers(tmp_path):
     """Two real `workbench worker` processes on 127.0.0.1; always cleaned up."""
-    ports = [free_port(), free_port()]
-    env = {**os.environ, "WORKBENCH_HOME": str(tmp_path), "WORKBENCH_OFFLINE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--port", str(p)],
-                              env=env, stderr=subprocess.DEVNULL) for p in ports]
-    try:
-        for port in ports:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    worker_health("127.0.0.1", port, timeout_s=1)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+    with running_workers(tmp_path) as (ports, procs):
         yield ports, procs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(20)
 
 
 def test_killed_worker_fails_the_job_quickly(workers):

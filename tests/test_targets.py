@@ -6,9 +6,6 @@ with the offending field named."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +15,7 @@ import pytest
 from tests.utils.factories import mlp
 from tests.utils.server import LiveServer, free_port
 from tests.utils.v1 import submit_job, wait_job
+from tests.utils.workers import running_workers
 from workbench.client import Client
 from workbench.distributed.worker import worker_health
 
@@ -55,27 +53,8 @@ def client(server) -> Client:
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory) -> Iterator[list[int]]:
     """Two real ``workbench worker`` processes on 127.0.0.1; always stopped."""
-    home = tmp_path_factory.mktemp("workerhome")
-    ports = [free_port(), free_port()]
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_OFFLINE": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--port", str(p)],
-                              env=env, stderr=subprocess.DEVNULL) for p in ports]
-    try:
-        for port in ports:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    worker_health("127.0.0.1", port, timeout_s=1)
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, f"worker on {port} did not start"
-                    time.sleep(0.2)
+    with running_workers(tmp_path_factory.mktemp("workerhome")) as (ports, _):
         yield ports
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(20)
 
 
 # ---- the MNIST MLP API -----------------------------------------------------------------------

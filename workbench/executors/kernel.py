@@ -28,7 +28,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from ..events import Sink
 from ..train.job import RunSpec
-from .kernel_protocol import KernelDied, KernelRun, KernelRunHandle, kernel_code
+from .kernel_protocol import KernelDied, KernelRun, KernelRunHandle, LiveRuns, kernel_code
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,12 @@ class LocalKernelExecutor:
         # never from whatever checkout the server happens to run in.
         self.cwd = cwd or self._specs_dir.name
         self._lock = threading.Lock()
-        self._live: dict[str, KernelRunHandle] = {}
+        self._live = LiveRuns()
         self._kernels: dict[str, KernelManager] = {}
-        self._closed = False
 
     # -- Executor -------------------------------------------------------------------------------
 
     def submit(self, spec: RunSpec, sink: Sink) -> KernelRunHandle:
-        if self._closed:
-            raise RuntimeError("this executor was closed")
         run = KernelRun(spec.run_id, sink)
         box: dict[str, KernelManager] = {}
 
@@ -75,25 +72,16 @@ class LocalKernelExecutor:
             if km is not None and km.has_kernel:
                 km.interrupt_kernel()
 
-        handle = KernelRunHandle(run, interrupt)
-        with self._lock:
-            self._live[spec.run_id] = handle
+        handle = self._live.add(KernelRunHandle(run, interrupt))
         return handle.start(lambda: self._work(spec, run, box), name=f"kernel-{spec.run_id}")
 
     def close(self) -> None:
         """Cancel live runs and shut their kernels down."""
-        self._closed = True
-        with self._lock:
-            live = list(self._live.values())
-        for handle in live:
-            handle.cancel()
-        for handle in live:
-            handle.join(timeout=15)
+        self._live.close()
         self._specs_dir.cleanup()
 
     def live_runs(self) -> list[str]:
-        with self._lock:
-            return list(self._live)
+        return self._live.ids()
 
     def kernel_pid(self, run_id: str) -> int | None:
         """The process id of the kernel running ``run_id`` (None once it ended)."""
@@ -137,8 +125,8 @@ class LocalKernelExecutor:
             kc.stop_channels()
         finally:
             _shutdown(km)
+            self._live.discard(spec.run_id)
             with self._lock:
-                self._live.pop(spec.run_id, None)
                 self._kernels.pop(spec.run_id, None)
 
     @staticmethod

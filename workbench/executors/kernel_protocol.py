@@ -224,3 +224,37 @@ class KernelRunHandle:
     @property
     def epochs_delivered(self) -> int:
         return self._run.epochs_delivered
+
+
+class LiveRuns:
+    """The runs a kernel executor has in flight: registered on submit, dropped when their
+    thread ends, all cancelled and awaited on close."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handles: dict[str, KernelRunHandle] = {}
+        self.closed = False
+
+    def add(self, handle: KernelRunHandle) -> KernelRunHandle:
+        if self.closed:
+            raise RuntimeError("this executor was closed")
+        with self._lock:
+            self._handles[handle.run_id] = handle
+        return handle
+
+    def discard(self, run_id: str) -> None:
+        with self._lock:
+            self._handles.pop(run_id, None)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._handles)
+
+    def close(self, timeout: float = 15) -> None:
+        self.closed = True
+        with self._lock:
+            live = list(self._handles.values())
+        for handle in live:
+            handle.cancel()
+        for handle in live:
+            handle.join(timeout=timeout)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from ..events import Sink
 from ..train.job import RunSpec
-from .kernel_protocol import KernelDied, KernelRun, KernelRunHandle, kernel_code
+from .kernel_protocol import KernelDied, KernelRun, KernelRunHandle, LiveRuns, kernel_code
 
 log = logging.getLogger(__name__)
 
@@ -256,17 +255,13 @@ class RemoteKernelExecutor:
         self.node_id = node_id
         self.kernel_name = kernel_name  # None: the server's default kernel
         self.on_unreachable = on_unreachable  # told the reason when the server stops answering
-        self._lock = threading.Lock()
-        self._live: dict[str, KernelRunHandle] = {}
-        self._closed = False
+        self._live = LiveRuns()
 
     @property
     def name(self) -> str:
         return self.node_id or self.client.url
 
     def submit(self, spec: RunSpec, sink: Sink) -> KernelRunHandle:
-        if self._closed:
-            raise RuntimeError("this executor was closed")
         run = KernelRun(spec.run_id, sink)
         box: dict[str, str] = {}
 
@@ -274,23 +269,14 @@ class RemoteKernelExecutor:
             if "kernel_id" in box:
                 self.client.interrupt_kernel(box["kernel_id"])
 
-        handle = KernelRunHandle(run, interrupt)
-        with self._lock:
-            self._live[spec.run_id] = handle
+        handle = self._live.add(KernelRunHandle(run, interrupt))
         return handle.start(lambda: self._work(spec, run, box), name=f"node-{spec.run_id}")
 
     def live_runs(self) -> list[str]:
-        with self._lock:
-            return list(self._live)
+        return self._live.ids()
 
     def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            live = list(self._live.values())
-        for handle in live:
-            handle.cancel()
-        for handle in live:
-            handle.join(timeout=15)
+        self._live.close()
 
     # -- one run --------------------------------------------------------------------------------
 
@@ -321,8 +307,7 @@ class RemoteKernelExecutor:
                     self.client.shutdown_kernel(kernel_id)
                 except NodeError as exc:
                     log.debug("shutdown of kernel %s on %s: %s", kernel_id, self.name, exc)
-            with self._lock:
-                self._live.pop(spec.run_id, None)
+            self._live.discard(spec.run_id)
 
     def _stream(self, channels: KernelChannels, run: KernelRun) -> bool:
         """Feed messages to ``run`` until it ends; False if the server became unreachable."""
