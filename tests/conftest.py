@@ -1,12 +1,46 @@
-"""Shared fixtures. Live-server helpers live in ``tests/utils/server.py``."""
+"""Shared fixtures. Live-server helpers live in ``tests/utils/server.py``.
+
+Hermetic by construction: before anything imports ``workbench``, the whole session gets a
+temporary ``HOME``, ``WORKBENCH_HOME`` and Jupyter/IPython config, data and runtime dirs, so no
+test (nor any server, kernel or Jupyter it starts) reads or writes the user's home -- a
+``workbench serve`` running on the real default home is invisible to the suite.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import tempfile
+from pathlib import Path
 
-import pytest
+_SANDBOX = Path(tempfile.mkdtemp(prefix="workbench-tests-"))
+_REAL_HOME = os.environ.get("HOME", "")
+for _name, _sub in {
+    "HOME": "home",
+    "WORKBENCH_HOME": "home/.workbench",
+    "JUPYTER_CONFIG_DIR": "home/.jupyter",
+    "JUPYTER_DATA_DIR": "home/.local/share/jupyter",
+    "JUPYTER_RUNTIME_DIR": "runtime/jupyter",
+    "IPYTHONDIR": "home/.ipython",
+    "XDG_CONFIG_HOME": "home/.config",
+    "XDG_CACHE_HOME": "home/.cache",
+    "XDG_DATA_HOME": "home/.local/share",
+    "XDG_RUNTIME_DIR": "runtime",
+    "MPLCONFIGDIR": "home/.config/matplotlib",
+}.items():
+    (_SANDBOX / _sub).mkdir(parents=True, exist_ok=True)
+    os.environ[_name] = str(_SANDBOX / _sub)
+os.chmod(_SANDBOX / "runtime", 0o700)
+# Playwright's browsers and pip's cache are machine-wide, not the user's work: keep them usable.
+os.environ.setdefault("PIP_CACHE_DIR", str(Path(_REAL_HOME or "/root") / ".cache" / "pip"))
+# A server URL or token from the user's shell must not redirect the suite to their server.
+for _name in ("WORKBENCH_SERVER_URL", "WORKBENCH_TOKEN", "WORKBENCH_DATA"):
+    os.environ.pop(_name, None)
 
-from tests.utils.server import LiveServer, start_server
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.utils.server import LiveServer, start_server  # noqa: E402
 
 
 @pytest.fixture

@@ -24,11 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.utils.shots import screenshot_dir
 from workbench.jupyter.proxy import TITLE, setup_workbench
 from workbench.jupyter.server import LocalJupyter, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -163,7 +163,7 @@ def test_attaches_to_a_running_workbench_serve(tmp_path: Path) -> None:
             assert runs.status_code == 200, runs.text  # the standalone server's store
             assert serve.poll() is None
         if CHROMIUM.exists():  # the README's REST picture: the explorer of this server
-            _screenshot(f"{direct}/api/explorer", "/api/models", SCREENSHOTS / "rest-explorer.png")
+            _screenshot(f"{direct}/api/explorer", "/api/models", screenshot_dir() / "rest-explorer.png")
     finally:
         serve.terminate()
         serve.wait(timeout=30)
@@ -188,7 +188,6 @@ def _screenshot(url: str, wait_text: str, path: Path) -> None:
 def test_launcher_tile_opens_the_app_in_a_tab(lab: LocalJupyter) -> None:
     from playwright.sync_api import sync_playwright
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # No "fetch Jupyter news?" toast over the screenshots (a user setting, in the lab's temp dir).
     notification = (Path(lab.env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension"
                     / "notification.jupyterlab-settings")
@@ -201,7 +200,7 @@ def test_launcher_tile_opens_the_app_in_a_tab(lab: LocalJupyter) -> None:
             page.goto(f"{lab.url}lab?token={lab.token}")
             tile = page.locator(".jp-LauncherCard", has_text=TITLE)
             tile.wait_for(timeout=60_000)
-            page.screenshot(path=str(SCREENSHOTS / "jupyterlab-launcher.png"))
+            page.screenshot(path=str(screenshot_dir() / "jupyterlab-launcher.png"))
             tile.click()
             frame = page.locator("iframe[src*='/workbench/']")
             frame.wait_for(timeout=30_000)
@@ -212,7 +211,7 @@ def test_launcher_tile_opens_the_app_in_a_tab(lab: LocalJupyter) -> None:
             app = page.frame_locator("iframe[src*='/workbench/']")
             app.locator("[class*='bk-']").first.wait_for(timeout=APP_TIMEOUT_S * 1000)
             page.wait_for_timeout(3000)  # let Panel finish its first render for the picture
-            page.screenshot(path=str(SCREENSHOTS / "jupyterlab-app.png"))
+            page.screenshot(path=str(screenshot_dir() / "jupyterlab-app.png"))
         finally:
             browser.close()
 

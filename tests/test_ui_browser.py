@@ -3,7 +3,8 @@
 One walk through the app, as a user would: log in with the link ``workbench serve`` prints,
 build 784-64-10 by clicking, break and fix a dimension, launch a small training run and watch the
 loss chart gain points without reloading, draw a digit and get a prediction, run a SQL query,
-look at the devices view. Screenshots of every view go to ``docs/screenshots/``. And the login:
+look at the devices view. Screenshots of every view go to ``tests/utils/shots.screenshot_dir()``
+(``docs/screenshots/`` only when WORKBENCH_REFRESH_SCREENSHOTS=1). And the login:
 no key -> the login form (401) and no websocket, a bad key refused, a good one -> the app.
 Skipped when /usr/bin/chromium is missing.
 """
@@ -20,11 +21,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.utils.server import start_server
+from tests.utils.shots import screenshot_dir
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 EPOCHS = 4
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
@@ -77,7 +78,6 @@ def _websocket_status(url: str) -> int:
 
 
 def test_login(server, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context()
     try:
         page = context.new_page()
@@ -92,7 +92,7 @@ def test_login(server, browser):
         page.get_by_text("That key is not valid").wait_for()
         assert page.goto(server.url + "/?token=also-wrong").status == 401
         assert not context.cookies()
-        page.screenshot(path=str(SHOTS / "login.png"))
+        page.screenshot(path=str(screenshot_dir() / "login.png"))
 
         page.fill("input[name=token]", server.token)
         page.click("button[type=submit]")
@@ -125,7 +125,6 @@ def _trace_len(page, chart: str, trace: str) -> int:
 
 
 def test_walkthrough(page, server):
-    SHOTS.mkdir(parents=True, exist_ok=True)
 
     # Build 784-64-10 by clicking.
     page.locator(".clear-layers button").click()
@@ -144,11 +143,11 @@ def test_walkthrough(page, server):
     _set_number(page, ".layer-2-in", 32)
     message = "layers[2]: linear 'in' is 32 but the previous linear layer (layers[0]) outputs 64"
     page.get_by_text(message).wait_for()
-    page.screenshot(path=str(SHOTS / "build-error.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "build-error.png"), full_page=True)
     _set_number(page, ".layer-2-in", 64)
     page.get_by_text(message).wait_for(state="hidden")
     page.get_by_text("✔ valid").wait_for()
-    page.screenshot(path=str(SHOTS / "build.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "build.png"), full_page=True)
 
     # Launch a small run and watch the loss chart gain points, no reload.
     _tab(page, "Train")
@@ -172,7 +171,7 @@ def test_walkthrough(page, server):
     grown = [n for n in seen if 0 < n < EPOCHS]  # drawn while the run was still going
     assert grown, f"the chart never showed a partial run: {seen}"
     page.get_by_text("succeeded").first.wait_for(timeout=60_000)
-    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "train.png"), full_page=True)
 
     # Runs: the run is in the table; a SQL query returns rows.
     _tab(page, "Runs")
@@ -182,7 +181,7 @@ def test_walkthrough(page, server):
     sql.fill("SELECT state, count(*) AS n_runs FROM runs GROUP BY state")
     page.locator(".run-sql button").click()
     page.locator(".sql-result").get_by_text("n_runs").wait_for()
-    page.screenshot(path=str(SHOTS / "runs.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "runs.png"), full_page=True)
 
     # Playground: draw a "7" and get a prediction.
     _tab(page, "Playground")
@@ -204,12 +203,12 @@ def test_walkthrough(page, server):
     page.locator(".chart-confusion").get_by_text("test images · accuracy").wait_for(
         timeout=60_000)
     page.wait_for_timeout(500)  # let plotly finish drawing the heatmap for the screenshot
-    page.screenshot(path=str(SHOTS / "playground.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "playground.png"), full_page=True)
 
     # Devices: the distributed trainer's stages and the TFLOPS history per device.
     _tab(page, "Devices")
     page.locator(".chart-device-tflops .js-plotly-plot").wait_for(timeout=30_000)
     page.get_by_text("No distributed-trainer jobs yet").wait_for()
-    page.screenshot(path=str(SHOTS / "devices.png"), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "devices.png"), full_page=True)
 
     assert page.problems == []
