@@ -58,6 +58,9 @@ def test_event_stream_shape(splits):
     assert types[0] == ev.RUN_STARTED and types[-1] == ev.RUN_COMPLETED
     assert types.count(ev.EPOCH) == 2 and ev.STEP in types
     assert all(e["run_id"] == "r_test" for e in events)
+    started = events[0]["data"]
+    assert started["optimizer_impl"] == result.optimizer_impl
+    assert result.optimizer_impl in {"fused", "foreach", "single_tensor"}
     epochs = [e["data"] for e in events if e["type"] == ev.EPOCH]
     assert [e["epoch"] for e in epochs] == [1, 2]
     steps = [e["data"]["step"] for e in events if e["type"] == ev.STEP]

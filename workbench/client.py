@@ -37,8 +37,16 @@ class Client:
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0,
                  retries: int = 4, backoff: float = 0.25):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        transport = None
+        if self.base_url.startswith("unix:"):  # an owner on a Unix socket (workbench.frontdoor)
+            transport = httpx.HTTPTransport(uds=self.base_url[len("unix:"):])
+            base_url = "http://workbench"
+        # trust_env=False for local owners: an HTTP proxy from the environment must not relay
+        # loopback or socket traffic.
         self._http = httpx.Client(base_url=base_url.rstrip("/") + "/api", headers=headers,
-                                  timeout=timeout)
+                                  timeout=timeout, transport=transport,
+                                  trust_env=not _is_local(self.base_url))
         self.retries, self.backoff = retries, backoff
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -52,8 +60,8 @@ class Client:
         self.close()
 
     def _request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
-                 params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-                 ) -> Any:
+                 params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+                 timeout: float | None = None) -> Any:
         if json is not None:
             content = orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY)
             headers = {"Content-Type": "application/json", **(headers or {})}
@@ -61,8 +69,9 @@ class Client:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = self._http.request(method, path, content=content, params=params,
-                                              headers=headers)
+                response = self._http.request(
+                    method, path, content=content, params=params, headers=headers,
+                    **({"timeout": timeout} if timeout is not None else {}))
             except (httpx.ConnectError, httpx.ConnectTimeout):
                 if last:
                     raise
@@ -98,7 +107,7 @@ class Client:
     def train(self, model_id: str, hyperparams: dict[str, Any] | None = None, *,
               dataset: str = "mnist", limit: int | None = None, device: str = "auto",
               target: str = "local", strategy: str = "single", world_size: int | None = None,
-              ) -> dict[str, Any]:
+              cuda_graph: bool = True, offline: bool | None = None) -> dict[str, Any]:
         """Queue a run: ``{"run_id", "model_id", "status": "queued"}``. ``target``: local,
         local-kernel, distributed or a node id; ``strategy`` ddp / pipeline with
         ``world_size`` ranks trains on torch.distributed."""
@@ -107,6 +116,10 @@ class Client:
             body["strategy"] = strategy
         if world_size is not None:
             body["world_size"] = world_size
+        if not cuda_graph:
+            body["cuda_graph"] = False
+        if offline is not None:
+            body["offline"] = offline
         if hyperparams is not None:
             body["hyperparams"] = hyperparams
         if limit is not None:
@@ -115,6 +128,60 @@ class Client:
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/runs/{run_id}")
+
+    def runs(self, *, state: str | None = None, model_id: str | None = None, limit: int = 50,
+             cursor: str | None = None) -> dict[str, Any]:
+        """Runs of every model, newest first: ``{"items": [...], "next_cursor": ...}``."""
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (("state", state), ("model_id", model_id), ("cursor", cursor)):
+            if value is not None:
+                params[key] = value
+        return self._request("GET", "/runs", params=params)
+
+    def events(self, run_id: str, *, after: int = 0, wait: float = 0.0, limit: int = 1000
+               ) -> dict[str, Any]:
+        """Events with id > ``after`` (``{"events", "last_id", "state"}``); ``wait`` long-polls."""
+        params = {"after": after, "wait": wait, "limit": limit}
+        return self._request("GET", f"/runs/{run_id}/events", params=params,
+                             timeout=wait + self._http.timeout.read if wait else None)
+
+    def follow(self, run_id: str, *, after: int = 0, wait: float = 20.0
+               ) -> Iterator[dict[str, Any]]:
+        """Every event of a run from id ``after`` on, as it happens, until the run ends.
+        Reconnects (with the last id seen) after a dropped connection: nothing is lost."""
+        while True:
+            try:
+                page = self.events(run_id, after=after, wait=wait)
+            except (httpx.TransportError, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    raise
+                time.sleep(self.backoff)
+                continue
+            yield from page["events"]
+            after = page["last_id"]
+            if not page["events"] and page["state"] in _TERMINAL:
+                return
+
+    def sql(self, query: str, *, limit: int = 1000) -> dict[str, Any]:
+        """Read-only SQL over the store's views: ``{"columns", "rows", "truncated"}``."""
+        return self.v1("POST", "/sql", json={"query": query, "limit": limit})
+
+    def v1_all(self, path: str, **params: Any) -> list[Any]:
+        """Every item of a paged ``/api/v1`` list (``GET path?page=N``), in order."""
+        items: list[Any] = []
+        page = 1
+        while True:
+            body = self._request("GET", "/v1" + path, params={**params, "page": page,
+                                                               "limit": 100})
+            items += body["data"]
+            pages = ((body.get("meta") or {}).get("pagination") or {}).get("pages") or 1
+            if page >= pages:
+                return items
+            page += 1
+
+    def v1(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A call to the native ``/api/v1`` API; returns the envelope's ``data``."""
+        return self._request(method, "/v1" + path, **kwargs)["data"]
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._request("POST", f"/runs/{run_id}/cancel")
@@ -197,6 +264,16 @@ class Client:
 def _api_error(response: httpx.Response) -> ApiError:
     try:
         body = response.json()
-        return ApiError(response.status_code, str(body.get("detail")), body.get("errors") or [])
     except ValueError:
         return ApiError(response.status_code, response.text[:500])
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # the /api/v1 envelope
+        return ApiError(response.status_code, str(body["error"].get("message")))
+    if isinstance(body, dict) and "detail" in body:
+        return ApiError(response.status_code, str(body.get("detail")), body.get("errors") or [])
+    return ApiError(response.status_code, str(body)[:500])
+
+
+def _is_local(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return url.startswith("unix:") or urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")

@@ -12,6 +12,8 @@ Types and their ``data``:
 - ``epoch``         {"epoch": 1, "step": 844, "train_loss", "train_accuracy", "val_loss",
                      "val_accuracy", "epoch_time_s", "samples_per_s", "forward_tflops",
                      "backward_tflops", "total_tflops", "peak_memory_bytes"}
+- ``evaluation``    {"epoch": 5, "split": "test", "test_loss", "test_accuracy", "n_test"}
+                    (the trained model on the held-out test split, just before completion)
 - ``run.completed`` {"epochs_run": 5, "stopped_early": bool, "metrics": {...last epoch...},
                      "parameters_safetensors_b64": str}   (trained weights, see workbench.model)
 - ``run.failed``    {"error": "message"}
@@ -30,6 +32,7 @@ Sink = Callable[[Event], None]
 RUN_STARTED = "run.started"
 STEP = "step"
 EPOCH = "epoch"
+EVALUATION = "evaluation"
 RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
@@ -48,6 +51,8 @@ EPOCH_METRICS = (
     "total_tflops",
     "peak_memory_bytes",
 )
+# Metrics of an ``evaluation`` event (stored like epoch metrics, at the final epoch).
+EVALUATION_METRICS = ("test_loss", "test_accuracy")
 
 
 def make_event(type_: str, run_id: str, **data: Any) -> Event:

@@ -3,13 +3,15 @@
     from workbench import notebook as wb
     b = wb.builder()                      # the architecture builder as a widget
     run = wb.train(b.architecture, {"epochs": 5}, limit=5000)   # live progress + FigureWidget
-    run.wait(); wb.runs()                 # a DataFrame of every run
+    run.wait(); wb.runs()                 # a DataFrame of every run, newest first
     wb.infer(run.param_id, x)             # x: (n, 784) normalized inputs
-    wb.app()                              # the whole Panel app inline
+    wb.app()                              # the whole app inline (through JupyterLab's proxy)
 
-Training runs through an in-process ``Workbench`` on the default store, so events arrive on its
-bus and the figure gains points as each epoch ends. DuckDB allows one writing process: when a
-``workbench serve`` owns the store, ``service()`` says so (use ``client()`` to talk to it).
+A notebook is one more face: everything goes through the front door (``workbench.frontdoor``)
+to the one process that owns ``WORKBENCH_HOME`` -- the ``workbench serve`` or the JupyterLab
+tile's owner if one runs, else an owner started on demand -- over the public REST API. So the
+tile, the CLI and any number of kernels work on one store at once, and a run started here shows
+live in the app (and vice versa). ``client()`` is that REST client.
 """
 
 from __future__ import annotations
@@ -22,48 +24,26 @@ import numpy as np
 from . import events as ev
 from .spec import Architecture, validate_architecture
 
-_service: Any = None
+_client: Any = None
 _lock = threading.Lock()
 
 
-def service() -> Any:
-    """The notebook's ``Workbench`` on the default store (opened once per kernel)."""
-    global _service
+def client() -> Any:
+    """This kernel's :class:`workbench.client.Client` of the store's owner (made once)."""
+    global _client
     with _lock:
-        if _service is None:
-            from .service import Workbench
-            from .store import Store, StoreLockedError
+        if _client is None:
+            from .frontdoor import connect
 
-            try:
-                _service = Workbench(Store())
-            except StoreLockedError as exc:
-                raise RuntimeError(
-                    "the workbench store is owned by another process (probably `workbench "
-                    "serve`). Open the app it serves in a browser (the `/?token=<key>` link "
-                    "it printed logs you in), or use "
-                    "`wb.client()` to call its REST API from this notebook. " + exc.message
-                ) from None
-            from .executors.registry import install
-
-            install(_service)  # target="local-kernel" | "distributed" | a node id
-        return _service
+            _client = connect()
+        return _client
 
 
-def client(base_url: str | None = None, api_key: str | None = None) -> Any:
-    """A REST client for a running server (``WORKBENCH_SERVER_URL`` / ``WORKBENCH_TOKEN``)."""
-    from .client import Client
-    from .config import get_settings
-
-    settings = get_settings()
-    url = base_url or settings.server_url or "http://127.0.0.1:8000"
-    return Client(url, api_key or settings.token)
-
-
-def use(workbench: Any) -> None:
-    """Make the notebook API use ``workbench`` (e.g. one on a temporary store)."""
-    global _service
+def use(workbench_client: Any) -> None:
+    """Make the notebook API use ``workbench_client`` (a Client of another server)."""
+    global _client
     with _lock:
-        _service = workbench
+        _client = workbench_client
 
 
 def _architecture(arch: Any) -> dict[str, Any]:
@@ -86,30 +66,30 @@ def builder(architecture: Any = None, *, dataset: str = "mnist") -> Any:
     from .ui.state import AppState
 
     pn.extension()
-    b = Builder(AppState(service=service(), dataset=dataset))
+    b = Builder(AppState(service=None, dataset=dataset))
     if architecture is not None:
         b.load_json(_architecture(architecture))
     return b
 
 
 class NotebookRun:
-    """A run started from a notebook: a progress bar and a live plotly ``FigureWidget``
-    (train/val loss and accuracy per epoch) that gain points as epochs end."""
+    """A run started from (or opened in) a notebook: a progress bar and a live plotly
+    ``FigureWidget`` (train/val loss and accuracy per epoch) that gain points as epochs end.
 
-    def __init__(self, workbench: Any, run_id: str, epochs: int):
+    A thread follows the run's event log through the front door from event 0, so opening a run
+    that is half done shows its finished epochs first, and a dropped connection loses nothing
+    (the follow resumes from the last event id)."""
+
+    def __init__(self, workbench_client: Any, run_id: str, epochs: int):
         import ipywidgets as widgets
         import plotly.graph_objects as go
 
-        self.service = workbench
+        self.client = workbench_client
         self.run_id = run_id
         self.history: list[dict[str, Any]] = []
         self.error: str | None = None
+        self.state = "queued"
         self._done = threading.Event()
-        # Subscribe before anything slow (a FigureWidget ships plotly.js to the frontend):
-        # events arriving meanwhile are held, then replayed after the stored history.
-        self._lock = threading.Lock()
-        self._held: list[dict[str, Any]] | None = []
-        self._unsubscribe = workbench.bus.subscribe(self._receive, run_id=run_id)
         self.figure = go.FigureWidget(layout=dict(
             template="plotly_white", height=320, margin=dict(l=50, r=50, t=40, b=40),
             title=dict(text=f"run {run_id}", font=dict(size=14)), xaxis=dict(title="epoch"),
@@ -123,35 +103,27 @@ class NotebookRun:
                                             f"{epochs}", bar_style="info")
         self.status = widgets.HTML(value="<code>queued</code>")
         self.widget = widgets.VBox([widgets.HBox([self.progress, self.status]), self.figure])
-        with self._lock:
-            stored: dict[int, dict[str, Any]] = {}
-            for m in workbench.store.get_metrics(run_id):
-                if m.name != "step_loss":
-                    stored.setdefault(m.epoch, {"epoch": m.epoch})[m.name] = m.value
-            for epoch in sorted(stored):
-                self._on_event({"type": ev.EPOCH, "data": stored[epoch]})
-            held, self._held = self._held or [], None
-            for event in held:
-                self._on_event(event)
-        record = workbench.get_run(run_id)
-        if record.is_terminal and not self._done.is_set():
-            self.error = record.error
-            self._finish(record.state)
+        self._thread = threading.Thread(target=self._follow, daemon=True,
+                                        name=f"follow-{run_id}")
+        self._thread.start()
 
-    def _receive(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            if self._held is not None:
-                self._held.append(event)
-                return
-        self._on_event(event)
+    def _follow(self) -> None:
+        try:
+            for event in self.client.follow(self.run_id):
+                self._on_event(event)
+        except Exception as exc:  # the owner went away for good: say so in the cell
+            self.error = f"lost the run's events: {exc}"
+            self.status.value = f"<span style='color:#b42318'>{self.error}</span>"
+        finally:
+            if not self._done.is_set():
+                self._finish(self.client.get_run(self.run_id)["state"])
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind, data = event.get("type"), event.get("data") or {}
         if kind == ev.RUN_STARTED:
+            self.state = "running"
             self.status.value = f"<code>running on {data.get('device', '?')}</code>"
         elif kind == ev.EPOCH:
-            if any(h["epoch"] == data["epoch"] for h in self.history):
-                return  # already loaded from the store
             self.history.append(data)
             epochs = [h["epoch"] for h in self.history]
             with self.figure.batch_update():
@@ -173,31 +145,36 @@ class NotebookRun:
     def _finish(self, state: str) -> None:
         if self._done.is_set():
             return
+        import html
+
+        self.state = state
         self.progress.bar_style = {"succeeded": "success", "failed": "danger"}.get(state,
                                                                                    "warning")
         self.status.value = f"<code>{state}</code>" + (
-            f" <span style='color:#b42318'>{self.error}</span>" if self.error else "")
-        self._unsubscribe()
+            f" <span style='color:#b42318'>{html.escape(self.error)}</span>"
+            if self.error else "")
         self._done.set()
 
     @property
-    def record(self) -> Any:
-        return self.service.get_run(self.run_id)
+    def record(self) -> dict[str, Any]:
+        """The run as ``GET /api/runs/{id}`` answers it."""
+        return self.client.get_run(self.run_id)
 
     @property
     def param_id(self) -> str | None:
-        return self.record.param_id
+        return self.record.get("param_id")
 
     def points(self) -> int:
         """Epoch points currently in the figure."""
         return len(self.figure.data[0].x or ())
 
-    def wait(self, timeout: float | None = None) -> Any:
-        """Block until the run ends; returns its record."""
-        return self.service.wait_run(self.run_id, timeout)
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the run ends (and the figure has every epoch); returns the run."""
+        self._done.wait(timeout)
+        return self.record
 
-    def cancel(self) -> Any:
-        return self.service.cancel_run(self.run_id)
+    def cancel(self) -> dict[str, Any]:
+        return self.client.cancel(self.run_id)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -214,11 +191,11 @@ def train(
     name: str | None = None, wait: bool = False, show: bool = True,
 ) -> NotebookRun:
     """Start a run and show its live progress in the cell; returns a ``NotebookRun``."""
-    wbench = service()
-    model = wbench.create_model(_architecture(architecture), hyperparams, name=name)
-    run = wbench.start_run(model.model_id, dataset=dataset, target=target, device=device,
-                           limit=limit)
-    handle = NotebookRun(wbench, run.run_id, run.epochs_total)
+    c = client()
+    model = c.create_model(_architecture(architecture), hyperparams, name=name)
+    queued = c.train(model["model_id"], dataset=dataset, target=target, device=device,
+                     limit=limit)
+    handle = NotebookRun(c, queued["run_id"], c.get_run(queued["run_id"])["epochs_total"])
     if show:
         from IPython.display import display
 
@@ -228,22 +205,68 @@ def train(
     return handle
 
 
-def runs(**filters: Any) -> Any:
-    """Every run as a pandas DataFrame (filters: state, model_id, dataset, target)."""
-    from .ui.runs import all_runs, runs_frame
+def watch(run_id: str) -> NotebookRun:
+    """Show any run (started by any face) live in this cell."""
+    c = client()
+    handle = NotebookRun(c, run_id, c.get_run(run_id)["epochs_total"])
+    from IPython.display import display
 
-    wbench = service()
-    names = {m.model_id: m.name for m in wbench.list_models(limit=10_000)}
-    return runs_frame(all_runs(wbench, **filters), names)
+    display(handle.widget)
+    return handle
+
+
+RUN_COLUMNS = ["run_id", "model", "state", "dataset", "target", "device", "epoch", "epochs",
+               "val_accuracy", "val_loss", "test_accuracy", "samples_per_s", "total_tflops",
+               "created", "param_id"]
+
+
+def runs(*, state: str | None = None, model_id: str | None = None, limit: int = 1000) -> Any:
+    """Runs as a pandas DataFrame, newest first (filters: state, model_id)."""
+    import pandas as pd
+
+    c = client()
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while len(items) < limit:
+        page = c.runs(state=state, model_id=model_id, cursor=cursor,
+                      limit=min(500, limit - len(items)))
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    rows = [{
+        "run_id": r["run_id"], "model": r["model_id"], "state": r["state"],
+        "dataset": r["dataset"], "target": r.get("target"), "device": r.get("device") or "",
+        "epoch": r["epoch"], "epochs": r["epochs_total"],
+        "val_accuracy": r["metrics"].get("val_accuracy"), "val_loss": r["metrics"].get("val_loss"),
+        "test_accuracy": r["metrics"].get("test_accuracy"),
+        "samples_per_s": r["metrics"].get("samples_per_s"),
+        "total_tflops": r["metrics"].get("total_tflops"),
+        "created": (r.get("created_at") or "")[:19].replace("T", " "),
+        "param_id": r.get("param_id") or "",
+    } for r in items]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).round(
+        {"val_accuracy": 4, "val_loss": 4, "test_accuracy": 4, "samples_per_s": 0,
+         "total_tflops": 6})
+
+
+def sql(query: str, *, limit: int = 10_000) -> Any:
+    """Read-only SQL over the store's views, as a pandas DataFrame."""
+    import pandas as pd
+
+    result = client().sql(query, limit=limit)
+    return pd.DataFrame(result["rows"], columns=result["columns"])
 
 
 def infer(param_id: str, inputs: Any, **flags: bool) -> dict[str, Any]:
-    """``Workbench.infer``: inputs (n, 784) normalized as in training."""
-    return service().infer(param_id, np.asarray(inputs, dtype=np.float32), **flags)
+    """Inference with a trained model: inputs (n, 784) normalized as in training."""
+    return client().infer(param_id, np.asarray(inputs, dtype=np.float32), **flags)
 
 
-def app() -> Any:
-    """The full Panel app inline."""
-    from .ui.app import app as _app
+def app(*, base_url: str = "/", height: int = 900) -> Any:
+    """The full app inline: JupyterLab's ``/workbench/`` (the launcher tile's proxy to the same
+    owner this notebook uses) in an IFrame. ``base_url``: the Jupyter server's base URL."""
+    from IPython.display import IFrame
 
-    return _app(service())
+    client()  # make sure the owner runs before the frame asks for it
+    return IFrame(src=base_url.rstrip("/") + "/workbench/", width="100%", height=height)

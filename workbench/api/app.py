@@ -4,9 +4,9 @@
     app = create_app(service)     # or serve an existing Workbench
 
 This module only assembles: routers per resource (``routes/``), error translation
-(``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``). The Panel app
-is mounted on the same app by ``workbench.ui.server.mount`` when that module exists; our routes
-stay off ``/``, ``/ws`` and ``/static`` for it.
+(``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``). The API never
+imports the app: ``workbench.server`` (the composition root) mounts the Panel app on the same
+FastAPI app; our routes stay off ``/``, ``/ws`` and ``/static`` for it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..service import Workbench
 from . import errors
 from .deps import require_key
 from .limits import BodyLimit
-from .routes import infer, models, params, runs, trainer
+from .routes import events, infer, models, params, runs, trainer
 from .schemas import Health, InferRequest
 from .v1 import mount_v1
 
@@ -90,7 +90,7 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_key)])
-    for module in (models, runs, params, infer):
+    for module in (models, events, runs, params, infer):
         api.include_router(module.router)
     app.include_router(api)
     mount_v1(app, service)  # the native /api/v1 (workbench.api.v1)
@@ -98,13 +98,6 @@ def create_app(
     trainer.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes)
     _install_openapi(app)
-
-    try:
-        from ..ui.server import mount  # the Panel app, when that layer exists
-    except ImportError:
-        pass
-    else:
-        mount(app, service)
     return app
 
 

@@ -2,6 +2,11 @@
 
     ServiceDep = Annotated[Workbench, Depends(get_service)]
     router = APIRouter(..., dependencies=[Depends(require_key)])
+
+``require_key`` / ``KeyDep`` only authenticate. What a route may do is declared with the scope
+it needs, ``Depends(workbench.api.policy.requires("read" | "train" | "admin"))`` (or
+``policy.ReadKey`` / ``TrainKey`` / ``AdminKey``); ``tests/security/test_scopes.py`` fails for
+a route that declares none.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ async def require_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> ApiKeyRecord:
-    """401 unless the request carries a valid, unrevoked, unexpired API key."""
+    """401 unless the request carries a valid, unrevoked, unexpired API key (authentication
+    only: no scope; see ``workbench.api.policy``)."""
     if credentials is None:
         raise HTTPException(401, "missing bearer token (Authorization: Bearer <key>)",
                             headers=_UNAUTHORIZED)

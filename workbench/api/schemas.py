@@ -45,7 +45,10 @@ class TrainRequest(BaseModel):
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
     limit: int | None = Field(default=None, ge=1, le=10_000_000,
                               description="train on at most this many samples (quick runs)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",
+                        description="auto | cpu | cuda | cuda:N")
+    cuda_graph: bool = Field(default=True, description="false: eager steps (CUDA only)")
+    offline: bool | None = Field(default=None, description="true: never download; local data")
     target: str = Field(default="local", min_length=1, max_length=200,
                         description="where to train: local, local-kernel, distributed or a "
                         "registered node id (GET /api/v1/nodes)")
@@ -85,6 +88,21 @@ class RunPublic(BaseModel):
 class RunPage(BaseModel):
     items: list[RunPublic]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at end")
+
+
+class RunEvent(BaseModel):
+    id: int = Field(description="increasing per store; pass the last one seen as ?after=")
+    type: str = Field(description="run.started, step, epoch, evaluation, run.completed, ...")
+    run_id: str
+    time: float = Field(description="seconds since the epoch")
+    data: dict[str, Any]
+
+
+class RunEvents(BaseModel):
+    run_id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    events: list[RunEvent]
+    last_id: int = Field(description="the last id returned (``after`` when none)")
 
 
 class ParamsPublic(BaseModel):

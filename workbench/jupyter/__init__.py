@@ -5,7 +5,7 @@ Installed with the package and enabled by ``etc/jupyter/jupyter_server_config.d/
 
 - :mod:`.proxy` -- the ``jupyter_serverproxy_servers`` entry point: jupyter-server-proxy shows
   the tile and proxies ``/workbench/`` (app, REST API, websockets) behind Jupyter's login;
-- :mod:`.relay` -- attaches to a ``workbench serve`` that already owns the store;
+- :mod:`.relay` -- relays the tile to the store's owner (found or started by the front door);
 - :mod:`.extension` -- this Jupyter Server extension: ``GET /api/workbench/status``.
 """
 

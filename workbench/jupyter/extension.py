@@ -2,9 +2,8 @@
 and tests.
 
 ``GET {base_url}api/workbench/status`` (Jupyter's login required) answers which store the
-workbench uses, which running ``workbench serve`` owns it (the one this Jupyter started behind
-``/workbench/``, or a standalone one it relays to; None before the tile is first opened) and the
-path of the app inside Jupyter. The proxying itself is jupyter-server-proxy's
+workbench uses, which process owns it now (``workbench serve`` or an on-demand owner that the
+tile, a notebook or the CLI started; None when none runs) and the path of the app inside Jupyter. The proxying itself is jupyter-server-proxy's
 (see :mod:`workbench.jupyter.proxy`); this extension only reports.
 """
 
@@ -19,7 +18,7 @@ from tornado import web
 
 from .. import __version__
 from ..config import get_settings
-from .discovery import running_server
+from ..frontdoor import live_owner
 from .proxy import NAME
 
 
@@ -32,12 +31,13 @@ class StatusHandler(APIHandler):
 
         settings = get_settings()
         # A short HTTP probe: keep it off the event loop.
-        owner = await IOLoop.current().run_in_executor(None, running_server, settings)
+        owner = await IOLoop.current().run_in_executor(None, live_owner, settings)
         self.finish(json.dumps({
             "version": __version__,
             "store": str(settings.db_path),
-            # The live server that owns the store (this Jupyter's own or a standalone one), if any.
+            # The live process that owns the store, if any (the tile relays to it).
             "server": owner.url if owner else None,
+            "server_pid": owner.pid if owner else None,
             "app_url": url_path_join(self.base_url, NAME) + "/",
         }))
 

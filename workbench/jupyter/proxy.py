@@ -5,90 +5,47 @@ entry-point group. jupyter-server-proxy (enabled on install, with its prebuilt l
 reads it when the Jupyter server starts, adds the launcher tile and proxies ``/workbench/`` —
 the app, the REST API and both websockets — with Jupyter's own authentication in front.
 
-The backend listens on a Unix socket in a private temporary folder (mode 0700), never on a TCP
-port, so nothing but Jupyter's authenticated proxy can reach it. On the first request
-(clicking the tile) the backend is chosen:
-
-- a ``workbench serve`` already owns the store -> a relay to it (DuckDB's one-writer rule:
-  Jupyter must not open the file a second time);
-- otherwise -> ``workbench serve --uds {unix_socket}``, owned by this Jupyter server.
-
-Behind Jupyter's login, the proxy adds ``Authorization: Bearer <key>`` to every request, so the
-REST API's key check passes for the signed-in Jupyter user. The key is ``WORKBENCH_TOKEN`` when
-set, else the Jupyter key kept in ``$WORKBENCH_HOME/jupyter.key`` (mode 0600, made on first
-use): the ``workbench serve`` started here registers it as its bootstrap admin key, so it stays
-valid when a standalone ``workbench serve`` later owns the same store. (Attaching to a server
-whose store never saw that key needs ``WORKBENCH_TOKEN`` for the API; the app still opens.)
+The tile never opens the store itself: it goes through the front door like every other face.
+jupyter-server-proxy spawns :mod:`workbench.jupyter.relay` on a Unix socket in a private
+folder; the relay finds this home's owner (``workbench serve``, or an owner it starts on
+demand) and copies bytes to it, finding the owner again if it was restarted. So the tile, the
+notebooks in the same Lab and the CLI all share one owner, and closing the tile frees nothing
+that a notebook needs. Behind Jupyter's login the proxy adds ``Authorization: Bearer <the
+owner's local credential>`` to every request (read from the owner file at each request, so an
+owner restart is picked up).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..auth import generate_key
-from ..config import Settings, get_settings
-from .discovery import running_server
+from ..frontdoor import find_owner
 
 NAME = "workbench"  # the URL prefix: /workbench/
 TITLE = "NN Workbench"
 ICON = Path(__file__).with_name("workbench.svg")
-# App and API import torch, panel and plotly: the first start takes several seconds, and was
+# The owner imports torch, panel and plotly: its first start takes several seconds, and was
 # measured at ~40 s on a busy 2-core machine; past this, the user sees an error page.
-START_TIMEOUT_S = 120
-
-
-KEY_FILE = "jupyter.key"
-
-
-def jupyter_key(settings: Settings | None = None) -> str:
-    """``WORKBENCH_TOKEN``, or the key this store keeps for Jupyter (created on first use)."""
-    settings = settings or get_settings()
-    if settings.token:
-        return settings.token
-    path = settings.home / KEY_FILE
-    with contextlib.suppress(FileNotFoundError):
-        if key := path.read_text().strip():
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = generate_key()
-    # O_EXCL + 0600: never readable by others; a concurrent creator wins and we read theirs.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
+START_TIMEOUT_S = 180
 
 
 def backend_command(unix_socket: str) -> list[str]:
-    """The process jupyter-server-proxy spawns (jupyter-server-proxy calls this at spawn time)."""
-    attached = running_server()
-    if attached is not None:
-        return [sys.executable, "-m", "workbench.jupyter.relay",
-                "--uds", unix_socket, "--to", attached.url]
-    return [sys.executable, "-m", "workbench.cli", "serve", "--uds", unix_socket]
-
-
-def backend_environment() -> dict[str, str]:
-    """The bootstrap key for a ``workbench serve`` started here (unused by the relay)."""
-    return {"WORKBENCH_TOKEN": jupyter_key()}
+    """The process jupyter-server-proxy spawns (called at spawn time): a relay to the owner."""
+    return [sys.executable, "-m", "workbench.jupyter.relay", "--uds", unix_socket, "--owner"]
 
 
 def request_headers() -> dict[str, str]:
     """Added to every proxied request, after Jupyter has authenticated it."""
-    return {"Authorization": f"Bearer {jupyter_key()}"}
+    owner = find_owner(quiet=True)
+    return {"Authorization": f"Bearer {owner.token}"} if owner.token else {}
 
 
 def setup_workbench() -> dict[str, Any]:
     """The ``jupyter_serverproxy_servers`` entry point: how to start and show the workbench."""
     return {
         "command": backend_command,
-        "environment": backend_environment,
         "request_headers_override": request_headers,
         "unix_socket": True,
         "timeout": START_TIMEOUT_S,

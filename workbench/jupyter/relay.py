@@ -1,11 +1,14 @@
-"""Relay a Unix socket to a running ``workbench serve``: Jupyter's proxy attaches, never reopens.
+"""Relay a Unix socket to the store's owner: Jupyter's proxy attaches, never opens the store.
 
-    python -m workbench.jupyter.relay --uds /tmp/jupyter-server-proxy-x/socket --to http://127.0.0.1:8765
+    python -m workbench.jupyter.relay --uds /tmp/jupyter-server-proxy-x/socket --owner
+    python -m workbench.jupyter.relay --uds ... --to http://127.0.0.1:8765
 
-jupyter-server-proxy spawns this when a workbench server already owns the store (see
-:mod:`workbench.jupyter.proxy`). Every connection is copied byte for byte in both directions,
-so HTTP, keep-alive and websocket upgrades all pass unchanged; Jupyter's proxy has already
-checked the user and added the API key header.
+jupyter-server-proxy spawns this for the launcher tile (see :mod:`workbench.jupyter.proxy`).
+With ``--owner`` each connection goes to this home's owner as the front door finds it (starting
+one on demand, finding a restarted one again); ``--to`` relays to a fixed server. Every
+connection is copied byte for byte in both directions, so HTTP, keep-alive and websocket
+upgrades all pass unchanged; Jupyter's proxy has already checked the user and added the API
+key header.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from .discovery import UNIX_PREFIX
+from ..frontdoor.owner_file import UNIX_PREFIX
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -52,16 +55,28 @@ def _connector(url: str) -> Callable[[], Awaitable[tuple[asyncio.StreamReader, a
     return lambda: asyncio.open_connection(host, port, ssl=tls)
 
 
-async def serve(uds: str, url: str, *, ready: asyncio.Event | None = None) -> None:
-    """Accept on ``uds`` until cancelled, relaying each connection to ``url``."""
-    connect = _connector(url)
+def _owner_url() -> str:
+    from ..frontdoor import find_owner
+
+    return find_owner(quiet=True).url
+
+
+async def serve(uds: str, url: str | None = None, *, ready: asyncio.Event | None = None) -> None:
+    """Accept on ``uds`` until cancelled, relaying each connection to ``url`` (None: to this
+    home's owner, looked up per connection)."""
+    fixed = _connector(url) if url else None
 
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        target = url or "the workbench owner"
         try:
-            up_r, up_w = await connect()
-        except OSError as exc:
-            log.warning("workbench relay: %s is unreachable: %s", url, exc)
-            body = f"the workbench server at {url} is unreachable: {exc}\n".encode()
+            if fixed is not None:
+                up_r, up_w = await fixed()
+            else:
+                target = await asyncio.get_running_loop().run_in_executor(None, _owner_url)
+                up_r, up_w = await _connector(target)()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: OwnerUnavailable
+            log.warning("workbench relay: %s is unreachable: %s", target, exc)
+            body = f"{target} is unreachable: {exc}\n".encode()
             client_w.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             with contextlib.suppress(Exception):
@@ -82,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workbench.jupyter.relay",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--uds", required=True, help="Unix socket path to listen on")
-    parser.add_argument("--to", required=True,
-                        help="the running workbench server: http://host:port or unix:/path")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", help="a running workbench server: http://host:port or unix:/path")
+    where.add_argument("--owner", action="store_true",
+                       help="this home's owner (found per connection, started on demand)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     loop = asyncio.new_event_loop()
-    task = loop.create_task(serve(args.uds, args.to))
+    task = loop.create_task(serve(args.uds, None if args.owner else args.to))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):

@@ -3,14 +3,11 @@
     with LocalJupyter(app="lab", env={"WORKBENCH_HOME": home}) as jp:
         httpx.get(f"{jp.url}api/status", headers=jp.auth)
 
-    with workbench_server() as server:              # the running one, or a new one
-        Client(server.url, server.token).health()
 
 ``LocalJupyter`` keeps everything it writes in a temporary folder and runs in its own process
 group, so stopping it also stops what it spawned (kernels, the proxied app); the tests use it
 for a real JupyterLab, the remote-kernel notebook for a server that stands in for a GPU box.
-``workbench_server`` attaches to the server that owns this store when there is one (as the
-JupyterLab tile does), so a notebook never trips over DuckDB's one-writer rule.
+(Notebooks reach the workbench itself through the front door: ``workbench.frontdoor.connect``.)
 """
 
 from __future__ import annotations
@@ -24,14 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 import httpx
-
-from .discovery import UNIX_PREFIX, RunningServer, running_server
 
 APPS = {"lab": "jupyterlab", "server": "jupyter_server"}
 
@@ -132,56 +126,3 @@ class LocalJupyter:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"workbench serve exited:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/api/health", timeout=2, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise TimeoutError(f"workbench serve did not answer at {url} in {timeout} s")
-
-
-@contextlib.contextmanager
-def workbench_server(*, startup_timeout: float = 90.0) -> Iterator[RunningServer]:
-    """The workbench server of this store over HTTP: the one already running, or a new
-    ``workbench serve`` on a free loopback port, stopped when the block ends.
-
-    The key is ``WORKBENCH_TOKEN`` or the store's Jupyter key (see :func:`.proxy.jupyter_key`),
-    which a server started here registers as its admin key."""
-    from .proxy import jupyter_key
-
-    found = running_server()
-    if found is not None and found.url.startswith(UNIX_PREFIX):
-        raise RuntimeError(
-            f"this store is owned by the workbench opened from the JupyterLab tile ({found.url}); "
-            "use the tile, close it (Running panel), or set WORKBENCH_HOME to another folder"
-        )
-    key = jupyter_key()
-    if found is not None:
-        yield RunningServer(found.url, found.token or key)
-        return
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="workbench-serve-") as tmp:
-        log = Path(tmp) / "serve.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "workbench.cli", "serve", "--port", str(port)],
-                env={**os.environ, "WORKBENCH_TOKEN": key}, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        try:
-            _wait_healthy(url, proc, log, startup_timeout)
-            yield RunningServer(url, key)
-        finally:
-            proc.terminate()  # uvicorn shuts down cleanly on SIGTERM and releases the store
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)

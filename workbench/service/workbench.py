@@ -221,7 +221,9 @@ class Workbench:
         """The write path for training events: store, invalidate the run cache, publish."""
         run_id = event.get("run_id")
         try:
-            self.store.apply_event(event)
+            # The log id travels with the live event: a face that replays the log from its
+            # last id and then follows live events sees each event exactly once.
+            event = {**event, "id": self.store.apply_event(event)}
         except Exception:
             log.exception("could not store %s event of %s", event.get("type"), run_id)
         if isinstance(run_id, str):
@@ -254,6 +256,11 @@ class Workbench:
     def list_runs(self, **filters: Any) -> tuple[list[RunRecord], str | None]:
         """A page of runs (``Store.list_runs`` filters: model_id, state, limit, cursor, ...)."""
         return self.store.list_runs(**filters)
+
+    def active_run_count(self) -> int:
+        """Runs queued or training in this process (an idle owner has none)."""
+        with self._lock:
+            return len(self._active) + len(self._pending)
 
     def cancel_run(self, run_id: str) -> RunRecord:
         run = self.get_run(run_id)
@@ -379,8 +386,9 @@ class Workbench:
                        started=started)
 
     # ---- misc ----------------------------------------------------------------------------------
-    def query(self, sql: str) -> tuple[list[str], list[tuple]]:
-        return self.store.query(sql)
+    def query(self, sql: str, *, limit: int = 10_000) -> tuple[list[str], list[tuple]]:
+        """Read-only SQL in the store's sandbox (PermissionError / ValueError / TimeoutError)."""
+        return self.store.query(sql, limit=limit)
 
     def close(self) -> None:
         """Stop dispatching; runs still training are failed "interrupted (server shut down)"

@@ -23,7 +23,7 @@ from .. import events as ev
 from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
 from ..spec import Architecture, Hyperparams
 from .early_stopping import EarlyStopping
-from .optim import make_optimizer
+from .optim import Impl, make_optimizer, optimizer_impl
 from .steps import EagerStep, GraphedStep
 from .timing import peak_memory_bytes, phase_timer
 
@@ -39,6 +39,9 @@ class TrainOptions:
     freeze: tuple[int, ...] = ()  # spec indices of linear layers whose weights stay fixed
     initial_weights: dict[str, torch.Tensor] | None = None  # start from these (fine-tuning)
     include_weights_in_event: bool = True  # run.completed carries base64 safetensors
+    # auto | fused | foreach | single_tensor: which torch optimizer implementation to run
+    # (auto = fused where the device/dtype has it, else foreach, else single_tensor).
+    optimizer_impl: Impl = "auto"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class TrainResult:
     stopped_early: bool = False
     cancelled: bool = False
     device: str = "cpu"
+    optimizer_impl: str = "single_tensor"  # the implementation that ran (optim.optimizer_impl)
 
     @property
     def final_metrics(self) -> dict[str, Any]:
@@ -127,7 +131,8 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
         batch_size = min(hp.batch_size, n)
         use_graph = device.type == "cuda" and opts.cuda_graph
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph)
+        impl = opts.optimizer_impl
+        optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph, impl=impl)
         step: EagerStep | GraphedStep = EagerStep(net, optimizer, device)
         if use_graph:
             try:
@@ -135,7 +140,7 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
             except Exception as exc:  # graphs are an optimisation: fall back, loudly
                 log.warning("CUDA graph capture failed (%s); training eagerly", exc)
                 use_graph = False
-                optimizer = make_optimizer(trainable, hp.optimizer)
+                optimizer = make_optimizer(trainable, hp.optimizer, impl=impl)
                 step = EagerStep(net, optimizer, device)
         # A captured graph has a fixed batch size, so graphs drop the incomplete last batch.
         steps_per_epoch = n // batch_size if use_graph else math.ceil(n / batch_size)
@@ -156,11 +161,13 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
                 n_val=int(data.x_val.shape[0]),
                 batch_size=batch_size,
                 cuda_graph=use_graph,
+                optimizer_impl=optimizer_impl(optimizer),
                 flops_per_sample={"forward": cost.forward_flops, "backward": cost.backward_flops},
                 params=cost.params,
             )
         )
-        result = TrainResult(run_id=run_id, model=model, device=str(device))
+        result = TrainResult(run_id=run_id, model=model, device=str(device),
+                             optimizer_impl=optimizer_impl(optimizer))
         stopper, global_step = EarlyStopping(hp.early_stopping_patience, hp.min_delta), 0
         for epoch in range(1, hp.epochs + 1):
             model.train()

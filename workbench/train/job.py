@@ -74,8 +74,57 @@ def execute(
         initial_weights=initial,
         freeze=tuple(spec.freeze),
     )
-    return train(arch, hp, splits, run_id=spec.run_id, sink=sink, should_stop=should_stop,
-                 options=options)
+    gated = _TestEvaluation(sink, splits, batch_size=hp.batch_size)
+    result = train(arch, hp, splits, run_id=spec.run_id, sink=gated, should_stop=should_stop,
+                   options=options)
+    gated.finish(result)
+    return result
+
+
+class _TestEvaluation:
+    """Holds back ``run.completed`` until the trained model is scored on the test split, so a
+    run's record carries ``test_loss``/``test_accuracy`` whichever executor trained it (an
+    ``evaluation`` event just before the completion). Also labels ``run.started`` with where
+    the data came from (a download, the cache, the bundled subset)."""
+
+    def __init__(self, sink: ev.Sink, splits: Any, *, batch_size: int):
+        self.sink, self.splits, self.batch_size = sink, splits, batch_size
+        self.completed: ev.Event | None = None
+
+    def __call__(self, event: ev.Event) -> None:
+        if event["type"] == ev.RUN_STARTED:
+            event = {**event, "data": {**event["data"],
+                                       "dataset_source": getattr(self.splits, "source", None),
+                                       "batch_size": self.batch_size,
+                                       "n_test": _count(getattr(self.splits, "y_test", None))}}
+        if event["type"] == ev.RUN_COMPLETED:
+            self.completed = event
+            return
+        self.sink(event)
+
+    def finish(self, result: TrainResult) -> None:
+        if self.completed is None:
+            return
+        completed, self.completed = self.completed, None
+        x, y = getattr(self.splits, "x_test", None), getattr(self.splits, "y_test", None)
+        if x is not None and y is not None and len(y) > 0:
+            from .engine import evaluate
+
+            device = next(result.model.parameters()).device
+            was_training = result.model.training
+            result.model.eval()
+            loss_sum, correct = evaluate(result.model, x.to(device), y.to(device))
+            result.model.train(was_training)
+            n = int(y.shape[0])
+            self.sink(ev.make_event(
+                ev.EVALUATION, completed["run_id"], epoch=len(result.history), split="test",
+                test_loss=float(loss_sum.item()) / n, test_accuracy=int(correct.item()) / n,
+                n_test=n))
+        self.sink(completed)
+
+
+def _count(y: Any) -> int | None:
+    return None if y is None else int(len(y))
 
 
 def load_run_data(spec: RunSpec, hp: Hyperparams, *, progress: bool = False):

@@ -124,12 +124,8 @@ def create_app(service: Any, *, state: AppState | None = None,
     return WorkbenchApp(service, state=state, lazy_js=lazy_js)
 
 
-def app(service: Any = None) -> WorkbenchApp:
-    """The full app for a notebook cell (``workbench.ui.app()``); uses the notebook's service
-    (``workbench.notebook``) when none is given."""
-    if service is None:
-        from .. import notebook
-
-        service = notebook.service()
+def app(service: Any) -> WorkbenchApp:
+    """The full app over ``service`` (an in-process ``Workbench``, e.g. on a temporary store),
+    for a notebook cell. Notebooks on a shared home use ``workbench.notebook.app()`` instead."""
     pn.extension("plotly", "tabulator")
     return create_app(service)

@@ -11,15 +11,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
 from ..deps import BodyDep, ServiceDep
 from ..errors import ERROR_RESPONSES, error_response, validation_error_response
+from ..policy import requires
 from ..schemas import MAX_BATCH, InferAdhocRequest, InferRequest, InferResponse
 from ..views import json_response
 
+# Inference reads a trained model and stores nothing: ``read`` (workbench.api.policy).
 router = APIRouter(tags=["infer"])
 
 _INFER_BODY = {
@@ -57,7 +59,7 @@ def _binary_inputs(body: bytes, shape: str | None) -> np.ndarray | Response:
 
 
 @router.post("/infer", response_model=InferResponse, responses=ERROR_RESPONSES,
-             openapi_extra=_INFER_BODY)
+             openapi_extra=_INFER_BODY, dependencies=[Depends(requires("read"))])
 async def infer(
     request: Request, body: BodyDep, service: ServiceDep,
     param_id: Annotated[str | None, Query(max_length=200, description="binary body only")] = None,
@@ -88,7 +90,8 @@ async def infer(
     return json_response(result)
 
 
-@router.post("/infer_adhoc", response_model=InferResponse, responses=ERROR_RESPONSES)
+@router.post("/infer_adhoc", response_model=InferResponse, responses=ERROR_RESPONSES,
+             dependencies=[Depends(requires("read"))])
 def infer_adhoc(body: InferAdhocRequest, service: ServiceDep) -> Response:
     """Forward pass with an inline architecture and parameters; nothing is stored."""
     want = body.return_

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from ...executors.targets import TargetError, choose
 from ..deps import ServiceDep
 from ..errors import ERROR_RESPONSES, error_response
+from ..policy import TrainKey, record_run_owner, requires
 from ..schemas import ModelCreate, ModelPublic, RunPage, TrainAccepted, TrainRequest
 from ..views import json_response, model_view, run_view
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.post("", response_model=ModelPublic, responses=ERROR_RESPONSES)
+@router.post("", response_model=ModelPublic, responses=ERROR_RESPONSES,
+             dependencies=[Depends(requires("train"))])
 def create_model(body: ModelCreate, service: ServiceDep) -> Response:
     """Create a model definition (architecture + default hyperparameters)."""
     hp = body.hyperparams.to_json() if body.hyperparams else None
@@ -24,7 +26,8 @@ def create_model(body: ModelCreate, service: ServiceDep) -> Response:
     return json_response(model_view(model))
 
 
-@router.get("/{model_id}", response_model=ModelPublic, responses=ERROR_RESPONSES)
+@router.get("/{model_id}", response_model=ModelPublic, responses=ERROR_RESPONSES,
+            dependencies=[Depends(requires("read"))])
 def get_model(model_id: str, service: ServiceDep) -> Response:
     """One model definition."""
     return json_response(model_view(service.get_model(model_id)))
@@ -35,7 +38,8 @@ def get_model(model_id: str, service: ServiceDep) -> Response:
     responses={**ERROR_RESPONSES, 409: {"model": ERROR_RESPONSES[400]["model"],
                "description": "override inconsistent with the model's hyperparameters"}},
 )
-def train(model_id: str, service: ServiceDep, body: TrainRequest | None = None) -> Response:
+def train(model_id: str, service: ServiceDep, key: TrainKey,
+          body: TrainRequest | None = None) -> Response:
     """Queue a training run; fields in ``hyperparams`` override the model's. ``target`` picks
     where it trains (422 naming the known targets otherwise); ``strategy: ddp | pipeline`` with
     ``world_size`` trains on torch.distributed ranks."""
@@ -45,6 +49,10 @@ def train(model_id: str, service: ServiceDep, body: TrainRequest | None = None) 
     try:
         target, overrides = choose(body.target, strategy=body.strategy,
                                    world_size=body.world_size)
+        if not body.cuda_graph:
+            overrides = {**(overrides or {}), "cuda_graph": False}
+        if body.offline is not None:
+            overrides = {**(overrides or {}), "offline": body.offline}
         run = service.start_run(model_id, hyperparams=override, dataset=body.dataset,
                                 device=body.device, limit=body.limit, target=target,
                                 spec_overrides=overrides or None)
@@ -52,12 +60,14 @@ def train(model_id: str, service: ServiceDep, body: TrainRequest | None = None) 
         if type(exc) not in (ValueError, TargetError):  # Conflict / InvalidInput have their own handlers
             raise
         return error_response(422, "input validation failed", [str(exc)])
+    record_run_owner(service, run.run_id, key, via="api.train")  # who may cancel it
     return json_response(
         {"run_id": run.run_id, "model_id": run.model_id, "status": run.state}, status_code=202
     )
 
 
-@router.get("/{model_id}/runs", response_model=RunPage, responses=ERROR_RESPONSES)
+@router.get("/{model_id}/runs", response_model=RunPage, responses=ERROR_RESPONSES,
+            dependencies=[Depends(requires("read"))])
 def list_runs(
     model_id: str, service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

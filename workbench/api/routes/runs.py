@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from ...store import RunRecord
 from ..deps import ServiceDep
 from ..errors import ERROR_RESPONSES
+from ..policy import requires
 from ..schemas import RunPublic
 from ..views import json_response, run_view
 
@@ -22,7 +23,8 @@ _bodies: dict[str, tuple[RunRecord, bytes]] = {}
 _bodies_lock = threading.Lock()
 
 
-@router.get("/{run_id}", response_model=RunPublic, responses=ERROR_RESPONSES)
+@router.get("/{run_id}", response_model=RunPublic, responses=ERROR_RESPONSES,
+            dependencies=[Depends(requires("read"))])
 async def get_run(run_id: str, service: ServiceDep) -> Response:
     """State, epoch, latest metrics and (once succeeded) the param_id of a run."""
     run = service.get_run(run_id)
@@ -38,7 +40,9 @@ async def get_run(run_id: str, service: ServiceDep) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.post("/{run_id}/cancel", response_model=RunPublic, responses=ERROR_RESPONSES)
+@router.post("/{run_id}/cancel", response_model=RunPublic, responses=ERROR_RESPONSES,
+             dependencies=[Depends(requires("train", others="admin", owner_param="run_id"))])
 def cancel_run(run_id: str, service: ServiceDep) -> Response:
-    """Ask a queued or running run to stop (it ends ``cancelled``)."""
+    """Ask a queued or running run to stop (it ends ``cancelled``). Needs ``train`` for a run
+    this key started, ``admin`` for any other."""
     return json_response(run_view(service.cancel_run(run_id)))

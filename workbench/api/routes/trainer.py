@@ -10,65 +10,45 @@ exactly its shapes: bare JSON bodies, ``{"error": "..."}`` errors, status 400/40
     POST   /api/network/train/<job_id>        {"epochs", "learning_rate"}: pipeline training
     GET    /api/previous_teraflops            per-device TFLOPS of every past session
 
-Authentication: like the MNIST MLP API, ``Authorization: Bearer <key>``; except that a server
-started with ``workbench serve --trainer-open`` (``app.state.trainer_open``) lets requests from
-loopback addresses (127.0.0.0/8, ::1) in without a token, so the document's curl examples work
-verbatim on the machine itself. Errors of this dependency keep this API's ``{"error"}`` shape.
+Authorization (``workbench.api.policy``): ``Authorization: Bearer <key>`` with the scope each
+route declares -- ``read`` for the GETs, ``train`` for jobs, initialization and training,
+``admin`` for registering and unregistering devices; 401/403 keep this API's ``{"error"}``
+shape. A server started with ``workbench serve --trainer-open`` (``app.state.trainer_open``)
+lets token-less requests from loopback addresses (127.0.0.0/8, ::1) in (``TRAINER_OPEN_GRANTS``),
+so the document's curl examples work verbatim on the machine itself; a request that carries a
+key is judged by its key.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from ...distributed.trainer import TrainerError, TrainerService
+from ...store import ApiKeyRecord
 from ...store.jobs import TrainerJob
-from ..deps import get_keyring
+from ..policy import TrainerRefused, record_run_owner, requires
 
 log = logging.getLogger(__name__)
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str):
-        self.status, self.message = status, message
+router = APIRouter(tags=["distributed trainer"])
 
 
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_trainer_access(request: Request) -> None:
-    """Bearer key, or nothing at all from loopback when the server was started open."""
-    if getattr(request.app.state, "trainer_open", False) and _is_loopback(
-        request.client.host if request.client else None
-    ):
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise _Refused(401, "missing bearer token (Authorization: Bearer <key>)")
-    if get_keyring(request).verify(token.strip()) is None:
-        raise _Refused(401, "invalid, revoked or expired API key")
-
-
-router = APIRouter(tags=["distributed trainer"], dependencies=[Depends(require_trainer_access)])
+def _needs(scope: str) -> list[Any]:
+    return [Depends(requires(scope, family="trainer"))]
 
 
 def install(app: Any) -> None:
-    """The ``{"error"}`` shape for refusals of :func:`require_trainer_access`."""
+    """The ``{"error"}`` shape for this family's 401/403 (``policy.TrainerRefused``)."""
 
-    @app.exception_handler(_Refused)
-    async def _refused(request: Request, exc: _Refused) -> Response:
-        return JSONResponse({"error": exc.message}, status_code=exc.status,
-                            headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(TrainerRefused)
+    async def _refused(request: Request, exc: TrainerRefused) -> Response:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 def _trainer(request: Request) -> TrainerService:
@@ -131,7 +111,7 @@ def _guard(fn):
     return wrapper
 
 
-@router.post("/jobs")
+@router.post("/jobs", dependencies=_needs("train"))
 @_guard
 async def create_job(request: Request) -> Response:
     """Create a training job from ``model_config.layer_sizes`` and ``dataset_config``."""
@@ -139,21 +119,21 @@ async def create_job(request: Request) -> Response:
     return JSONResponse({"message": "Job created successfully", "job_id": job.job_id})
 
 
-@router.get("/jobs")
+@router.get("/jobs", dependencies=_needs("read"))
 @_guard
 async def list_jobs(request: Request) -> Response:
     """Every job, oldest first."""
     return JSONResponse({"jobs": [job_view(j) for j in _trainer(request).jobs.list_jobs()]})
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", dependencies=_needs("read"))
 @_guard
 async def get_job(job_id: str, request: Request) -> Response:
     """One job: status, device count, allocation and training progress."""
     return JSONResponse(job_view(_trainer(request).get_job(job_id)))
 
 
-@router.post("/devices/register")
+@router.post("/devices/register", dependencies=_needs("admin"))
 @_guard
 async def register_device(request: Request) -> Response:
     """Register a ``workbench worker`` (ip, port) with a job; 409 if already registered."""
@@ -161,7 +141,7 @@ async def register_device(request: Request) -> Response:
     return JSONResponse({"message": "Device registered successfully", "device_id": device_id})
 
 
-@router.delete("/devices/{port}")
+@router.delete("/devices/{port}", dependencies=_needs("admin"))
 @_guard
 async def unregister_device(port: str, request: Request) -> Response:
     """Unregister the device(s) on ``port``."""
@@ -171,7 +151,7 @@ async def unregister_device(port: str, request: Request) -> Response:
     return JSONResponse({"message": "Device unregistered successfully"})
 
 
-@router.post("/network/initialize/{job_id}")
+@router.post("/network/initialize/{job_id}", dependencies=_needs("train"))
 @_guard
 async def initialize_network(job_id: str, request: Request) -> Response:
     """Measure the job's devices and allocate consecutive layers to them by FLOPs."""
@@ -181,17 +161,23 @@ async def initialize_network(job_id: str, request: Request) -> Response:
     return JSONResponse({"message": "Network initialized successfully"})
 
 
-@router.post("/network/train/{job_id}")
+@router.post("/network/train/{job_id}", dependencies=_needs("train"))
 @_guard
-async def train_network(job_id: str, request: Request) -> Response:
+async def train_network(
+    job_id: str, request: Request,
+    key: Annotated[ApiKeyRecord | None, Depends(requires("train", family="trainer"))],
+) -> Response:
     """Start pipeline-parallel training across the job's devices (returns at once)."""
     body = await _body(request, optional=True)
     req = _trainer(request).train(job_id, body)
+    run_id = _trainer(request).get_job(job_id).run_id
+    if run_id:  # who may cancel the session's run (POST /api/runs/<run_id>/cancel)
+        record_run_owner(request.app.state.service, run_id, key, via="trainer.train")
     return JSONResponse({"message": "Training started", "epochs": req.epochs,
                          "learning_rate": req.learning_rate})
 
 
-@router.get("/previous_teraflops")
+@router.get("/previous_teraflops", dependencies=_needs("read"))
 @_guard
 async def previous_teraflops(request: Request) -> Response:
     """Per-device forward/backward/total TFLOPS of every finished training session."""

@@ -1,10 +1,10 @@
 """Permission scopes and per-key rate limits of ``/api/v1``, on top of the key ring of
 ``workbench.auth``.
 
-Scopes: ``read`` < ``train`` < ``admin`` (a key's ``permissions`` is one of them or a
-comma-separated list). ``require("train")`` is the route dependency: 401 AUTH_INVALID for a
-missing, unknown, revoked or expired key (the message says which), 403 FORBIDDEN for a key
-without the scope.
+Scopes: ``read`` < ``train`` < ``admin``, defined with every API family's policy in
+``workbench.api.policy``. ``require("train")`` is that policy's dependency in this family's
+shape: 401 AUTH_INVALID for a missing, unknown, revoked or expired key (the message says
+which), 403 FORBIDDEN for a key without the scope.
 
 ``V1Middleware`` (pure ASGI, only ``/api/v1`` HTTP requests) counts requests per key (per client
 address for requests without a valid key) in fixed one-minute windows, adds
@@ -22,43 +22,23 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...auth import KeyRing, hash_key
 from ...store import ApiKeyRecord
-from ..deps import bearer
+from ..policy import SCOPES, granted, parse_permissions, requires
 from .conventions import (
     API_VERSION,
-    AUTH_INVALID,
-    FORBIDDEN,
     RATE_LIMIT_EXCEEDED,
-    ApiError,
     error_body,
     is_v1_path,
 )
 
-SCOPES = ("read", "train", "admin")
-_IMPLIED = {"read": {"read"}, "train": {"read", "train"}, "admin": {"read", "train", "admin"}}
+__all__ = ["SCOPES", "AdminKey", "RateLimiter", "ReadKey", "TrainKey", "V1Middleware",
+           "granted", "parse_permissions", "require", "why_invalid"]
+
 _WINDOW_S = 60
 _STATE_KEY = "v1_key"
-
-
-def parse_permissions(text: str) -> list[str]:
-    """``"read,train"`` -> ``["read", "train"]`` (ValueError naming an unknown scope)."""
-    scopes = [s.strip() for s in str(text).split(",") if s.strip()]
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
-        raise ValueError(f"unknown permission {unknown[0] if unknown else text!r}; "
-                         f"allowed: {', '.join(SCOPES)}")
-    return scopes
-
-
-def granted(permissions: str) -> set[str]:
-    out: set[str] = set()
-    for scope in str(permissions).split(","):
-        out |= _IMPLIED.get(scope.strip(), set())
-    return out
 
 
 # ---- rate limits -----------------------------------------------------------------------------
@@ -141,9 +121,6 @@ class V1Middleware:
 
 
 # ---- authentication and scopes ---------------------------------------------------------------
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
 def why_invalid(keyring: KeyRing, token: str) -> str:
     """A precise 401 message: unknown, revoked or expired."""
     record = keyring.store.get_api_key(key_hash=hash_key(token))
@@ -156,37 +133,11 @@ def why_invalid(keyring: KeyRing, token: str) -> str:
     return "invalid API key"
 
 
-def authenticate(request: Request, token: str | None) -> ApiKeyRecord:
-    if not token:
-        raise ApiError(401, AUTH_INVALID, "missing API key (Authorization: Bearer <key>)",
-                       field="Authorization", headers=_CHALLENGE)
-    record = request.scope.get("state", {}).get(_STATE_KEY)
-    keyring: KeyRing = request.app.state.keyring
-    if record is None:
-        record = keyring.verify(token)
-    if record is None:
-        raise ApiError(401, AUTH_INVALID, why_invalid(keyring, token), field="Authorization",
-                       headers=_CHALLENGE)
-    return record
-
-
-def require(scope: str) -> Callable[..., ApiKeyRecord]:
-    """The dependency for routes that need ``scope`` (read, train or admin)."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}")
-
-    def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> ApiKeyRecord:
-        record = authenticate(request, credentials.credentials if credentials else None)
-        if scope not in granted(record.permissions):
-            raise ApiError(403, FORBIDDEN, f"this API key ({record.permissions}) lacks the "
-                           f"{scope!r} permission", details={"required": scope})
-        return record
-
-    dependency.__name__ = f"require_{scope}"
-    return dependency
+def require(scope: str, *, others: str | None = None,
+            owner_param: str | None = None) -> Callable[..., ApiKeyRecord]:
+    """The dependency for routes that need ``scope`` (read, train or admin); see
+    ``workbench.api.policy.requires``."""
+    return requires(scope, family="v1", others=others, owner_param=owner_param)
 
 
 ReadKey = Annotated[ApiKeyRecord, Depends(require("read"))]

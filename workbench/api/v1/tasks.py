@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from ...service import Workbench
-from ...store import RunRecord
+from ...store import ApiKeyRecord, RunRecord
 from ..deps import ServiceDep
 from .conventions import CONFLICT, ID_ERRORS, READ_ERRORS, ApiError, Envelope, ok
 from .query import ListQueryDep, ListSpec, equals, paginate
-from .security import ReadKey, TrainKey
+from .security import ReadKey, require
 from .views import STATUS_ALIASES, TASK_FIELDS, get_run, task_view
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+# Cancelling: train for a task this key submitted, admin for any other (workbench.api.policy).
+CancelKey = Annotated[ApiKeyRecord, Depends(require("train", others="admin",
+                                                    owner_param="task_id"))]
 
 
 class TaskPublic(BaseModel):
@@ -100,8 +104,9 @@ def get_task(task_id: str, service: ServiceDep, _: ReadKey) -> Response:
 
 @router.delete("/{task_id}", response_model=Envelope[TaskPublic],
                responses={**ID_ERRORS, 409: ID_ERRORS[404] | {"description": "already ended"}})
-def cancel_task(task_id: str, service: ServiceDep, _: TrainKey) -> Response:
-    """Cancel a pending or running task (409 if it has already ended)."""
+def cancel_task(task_id: str, service: ServiceDep, _: CancelKey) -> Response:
+    """Cancel a pending or running task (409 if it has already ended); another key's task
+    needs an admin key."""
     run = get_run(service, task_id, field="task_id")
     if run.is_terminal:
         raise ApiError(409, CONFLICT, f"task {task_id} already ended ({run.state})",

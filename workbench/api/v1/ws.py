@@ -5,7 +5,11 @@
     -> {"type": "subscribe", "channel": "jobs", "task_id": "r_..."}   (task_id/job_id optional)
     <- {"type": "subscribed", "channel": "jobs"}
     <- {"type": "task.started" | "task.progress" | "task.completed" | "task.failed"
-        | "task.cancelled", "channel": "jobs", "task_id", "job_id", "time", "data": {...}}
+        | "task.cancelled", "channel": "jobs", "task_id", "job_id", "event_id", "time",
+        "data": {...}}
+    -> {"type": "subscribe", "channel": "jobs", "task_id": "r_...", "last_event_id": 41}
+       (after a reconnect: every event of the task after event 41, in order, then live ones --
+        each exactly once)
 
 Channels: ``jobs`` (aliases ``runs``, ``training``, ``tasks``): the training events of the
 service's ``EventBus`` -- one ``task.progress`` per epoch (``data.kind == "epoch"``) plus step
@@ -26,16 +30,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from ... import events as ev
+from ..policy import allows, websocket_requires
 from .conventions import AUTH_INVALID, FORBIDDEN, VALIDATION_ERROR
-from .security import granted
 from .views import JOB_STATUS, job_id, run_id_of
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+# The socket authenticates in the handler (possibly from its first message); the scope it needs
+# is declared on the route and checked there with the policy.
+SOCKET_SCOPE = websocket_requires("read")
 
 CHANNELS = {"jobs": "jobs", "runs": "jobs", "training": "jobs", "tasks": "jobs",
             "networks": "networks", "nodes": "networks", "system": "system"}
@@ -43,6 +51,7 @@ _AUTH_TIMEOUT_S = 10.0
 _STEP_INTERVAL_S = 0.5
 _QUEUE_MAX = 10_000
 _POLICY_VIOLATION = 1008
+_REPLAY = "__replay__"  # a queue marker: send a task's stored events before its live ones
 
 
 def origin_allowed(websocket: WebSocket) -> bool:
@@ -62,7 +71,8 @@ class Translator:
         self._last_step: dict[str, float] = {}
         self._epochs_total: dict[str, int] = {}
 
-    def __call__(self, event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    def __call__(self, event: dict[str, Any], *, replay: bool = False
+                 ) -> list[tuple[str, dict[str, Any]]]:
         kind = str(event.get("type", ""))
         run_id = event.get("run_id")
         data = event.get("data") or {}
@@ -84,7 +94,7 @@ class Translator:
             return [self._task("task.progress", event, payload)]
         if kind == ev.STEP:
             now = time.monotonic()
-            if now - self._last_step.get(run_id, float("-inf")) < _STEP_INTERVAL_S:
+            if not replay and now - self._last_step.get(run_id, float("-inf")) < _STEP_INTERVAL_S:
                 return []
             self._last_step[run_id] = now
             return [self._task("task.progress", event, {"kind": "step", **data})]
@@ -107,7 +117,7 @@ class Translator:
     def _task(kind: str, event: dict[str, Any], data: dict[str, Any]) -> tuple[str, dict]:
         run_id = event["run_id"]
         return "jobs", {"type": kind, "task_id": run_id, "job_id": job_id(run_id),
-                        "time": event.get("time"), "data": data}
+                        "event_id": event.get("id"), "time": event.get("time"), "data": data}
 
 
 async def _authenticate(websocket: WebSocket) -> Any:
@@ -124,8 +134,9 @@ async def _authenticate(websocket: WebSocket) -> Any:
     record = websocket.app.state.keyring.verify(token if isinstance(token, str) else None)
     if record is None:
         return await _refuse(websocket, AUTH_INVALID, "invalid, revoked or expired API key")
-    if "read" not in granted(record.permissions):
-        return await _refuse(websocket, FORBIDDEN, "this API key lacks the 'read' permission")
+    scope = SOCKET_SCOPE.__policy__.scope  # type: ignore[attr-defined]
+    if not allows(record, scope):
+        return await _refuse(websocket, FORBIDDEN, f"this API key lacks the {scope!r} permission")
     return record
 
 
@@ -136,7 +147,7 @@ async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
     return None
 
 
-@router.websocket("/ws")
+@router.websocket("/ws", dependencies=[Depends(SOCKET_SCOPE)])
 async def events_socket(websocket: WebSocket) -> None:
     if not origin_allowed(websocket):
         await websocket.close(code=_POLICY_VIOLATION)  # before accept: the handshake gets 403
@@ -150,6 +161,8 @@ async def events_socket(websocket: WebSocket) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_QUEUE_MAX)
     subscriptions: dict[str, str | None] = {}  # channel -> run id filter (None: all)
+    replays: dict[str, int] = {}  # task id -> last event id the client saw (replay asked)
+    pending: set[str] = set()  # tasks whose replay is queued but not yet sent
 
     def put(event: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -160,13 +173,17 @@ async def events_socket(websocket: WebSocket) -> None:
             loop.call_soon_threadsafe(put, event)
 
     unsubscribe = websocket.app.state.service.bus.subscribe(on_event)
-    sender = asyncio.create_task(_send_loop(websocket, queue, subscriptions))
+    service = websocket.app.state.service
+    sender = asyncio.create_task(_send_loop(websocket, queue, subscriptions, service, pending))
     try:
         while True:
             message = await websocket.receive_json()
-            reply = _handle(message, subscriptions)
+            reply = _handle(message, subscriptions, replays)
             if reply is not None:
                 await websocket.send_json(reply)
+            for task_id in list(replays):  # asked for a replay: the sender does it, in order
+                pending.add(task_id)  # its live events already queued are in the replay too
+                put({"type": _REPLAY, "run_id": task_id, "after": replays.pop(task_id)})
     except (WebSocketDisconnect, RuntimeError):
         pass
     except ValueError:  # not JSON
@@ -179,7 +196,8 @@ async def events_socket(websocket: WebSocket) -> None:
             await sender
 
 
-def _handle(message: Any, subscriptions: dict[str, str | None]) -> dict[str, Any] | None:
+def _handle(message: Any, subscriptions: dict[str, str | None],
+            replays: dict[str, int]) -> dict[str, Any] | None:
     if not isinstance(message, dict):
         return _error(VALIDATION_ERROR, "messages are JSON objects with a 'type'", "type")
     kind = message.get("type")
@@ -196,9 +214,20 @@ def _handle(message: Any, subscriptions: dict[str, str | None]) -> dict[str, Any
             subscriptions.pop(channel, None)
             return {"type": "unsubscribed", "channel": channel}
         wanted = message.get("task_id") or message.get("job_id") or message.get("run_id")
+        last_seen = message.get("last_event_id")
+        if last_seen is not None and (isinstance(last_seen, bool) or not isinstance(last_seen, int)
+                                      or last_seen < 0):
+            return _error(VALIDATION_ERROR, "last_event_id must be a non-negative integer "
+                          "(the event_id of the last message received)", "last_event_id")
+        if last_seen is not None and not (channel == "jobs" and wanted):
+            return _error(VALIDATION_ERROR, "last_event_id needs channel 'jobs' and a task_id "
+                          "(replay is per task)", "last_event_id")
         subscriptions[channel] = run_id_of(str(wanted)) if wanted else None
+        if last_seen is not None:
+            replays[str(subscriptions[channel])] = last_seen
         return {"type": "subscribed", "channel": channel,
-                **({"task_id": subscriptions[channel]} if wanted else {})}
+                **({"task_id": subscriptions[channel]} if wanted else {}),
+                **({"replay_after": last_seen} if last_seen is not None else {})}
     return _error(VALIDATION_ERROR, f"unknown message type {kind!r}; use auth, subscribe, "
                   "unsubscribe or ping", "type")
 
@@ -214,14 +243,39 @@ def _error(code: str, message: str, field: str) -> dict[str, Any]:
 
 
 async def _send_loop(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]],
-                     subscriptions: dict[str, str | None]) -> None:
+                     subscriptions: dict[str, str | None], service: Any,
+                     pending: set[str]) -> None:
+    """Send subscribed events in order. A replay (subscribe with ``last_event_id``) sends the
+    task's stored events after that id, then live ones; every event carries ``event_id``, and a
+    live event already sent by the replay is skipped, so each reaches the client exactly once."""
+    from starlette.concurrency import run_in_threadpool
+
     translate = Translator()
+    sent_through: dict[str, int] = {}  # task id -> last event id sent
     while True:
         event = await queue.get()
-        for channel, message in translate(event):
-            if channel not in subscriptions:
+        run_id = event.get("run_id")
+        if event.get("type") == _REPLAY:
+            pending.discard(run_id)
+            stored = await run_in_threadpool(service.store.list_events, run_id,
+                                             after_id=event["after"], limit=None)
+            for old in stored:
+                await _send_translated(websocket, translate(old, replay=True), subscriptions)
+            sent_through[run_id] = stored[-1]["id"] if stored else event["after"]
+            continue
+        event_id = event.get("id")
+        if isinstance(run_id, str) and isinstance(event_id, int):
+            if run_id in pending or event_id <= sent_through.get(run_id, -1):
                 continue
-            wanted = subscriptions[channel]
-            if wanted is not None and message.get("task_id") != wanted:
-                continue
-            await send(websocket, {**message, "channel": channel})
+        await _send_translated(websocket, translate(event), subscriptions)
+
+
+async def _send_translated(websocket: WebSocket, messages: list[tuple[str, dict[str, Any]]],
+                           subscriptions: dict[str, str | None]) -> None:
+    for channel, message in messages:
+        if channel not in subscriptions:
+            continue
+        wanted = subscriptions[channel]
+        if wanted is not None and message.get("task_id") != wanted:
+            continue
+        await send(websocket, {**message, "channel": channel})

@@ -1,0 +1,181 @@
+"""Training speed and accuracy: the workbench engine vs a plain torch loop vs scikit-learn.
+
+Three ways to train the same 784-256-128-10 ReLU MLP on the same normalized tensors, timed in
+one run on one machine:
+
+- ``engine``: ``workbench.train.train`` (device-resident data, seeded permutation slicing, one
+  host sync per epoch, the optimizer implementation it picks: fused where torch has it);
+- ``plain``: the loop one writes by hand: the same data as tensors, ``x[perm[i:i+B]]`` per
+  batch, ``torch.optim.Adam``/``SGD`` with torch's default implementation, the loss summed on
+  the device and read once per epoch (no ``loss.item()`` per step);
+- ``sklearn``: ``MLPClassifier`` with the same hidden sizes, solver, learning rate, batch size
+  and epochs (``max_iter``; ``early_stopping=False``, no tolerance stop, ``alpha=0``).
+
+    python benchmarks/train_vs_baselines.py [--epochs 1] [--batch-size 128] [--optimizer adam]
+
+Uses full Fashion-MNIST when it is installed (Debian's ``dataset-fashion-mnist``, found by
+``workbench.data``), else the bundled MNIST subset. Prints one JSON line per (optimizer, batch
+size) case: samples/s over the whole training call, test accuracy for each, and
+``ratio_vs_plain`` / ``ratio_vs_sklearn`` = engine samples/s / baseline samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from workbench.data import DatasetUnavailableError, load_splits
+from workbench.model import build_model, logits_module
+from workbench.spec import Architecture, Hyperparams
+from workbench.train import TrainOptions, evaluate, train
+
+SIZES = [784, 256, 128, 10]
+ARCH = Architecture.from_layer_sizes(SIZES)
+OPTIMIZERS = {  # the same settings for all three trainers
+    "adam": {"type": "adam", "lr": 1e-3},
+    "sgd": {"type": "sgd", "lr": 0.01, "momentum": 0.9},
+}
+SEED = 0
+
+
+def load(dataset: str):
+    """``auto``: full Fashion-MNIST if it is installed here, else the bundled MNIST subset."""
+    if dataset != "auto":
+        return load_splits(dataset, train_split=1.0, progress=False)
+    try:
+        return load_splits("fashion-mnist", train_split=1.0, offline=True, progress=False)
+    except DatasetUnavailableError:
+        return load_splits("mnist", train_split=1.0, offline=True, progress=False)
+
+
+def test_accuracy(model: torch.nn.Module, splits) -> float:
+    model.eval()
+    _, correct = evaluate(logits_module(model), splits.x_test, splits.y_test)
+    return int(correct) / len(splits.y_test)
+
+
+def timed(n_samples: int, seconds: float, accuracy: float, **extra) -> dict:
+    return {"samples_per_s": n_samples / seconds, "train_time_s": seconds,
+            "test_accuracy": accuracy, **extra}
+
+
+def run_engine(splits, optimizer: str, batch_size: int, epochs: int) -> dict:
+    hp = Hyperparams(epochs=epochs, batch_size=batch_size, seed=SEED,
+                     optimizer=OPTIMIZERS[optimizer])
+    t0 = time.perf_counter()
+    result = train(ARCH, hp, splits,
+                   options=TrainOptions(device="cpu", include_weights_in_event=False))
+    seconds = time.perf_counter() - t0
+    return timed(epochs * len(splits.y_train), seconds, test_accuracy(result.model, splits),
+                 optimizer_impl=result.optimizer_impl,
+                 best_epoch_samples_per_s=max(m["samples_per_s"] for m in result.history))
+
+
+def run_plain(splits, optimizer: str, batch_size: int, epochs: int) -> dict:
+    spec = OPTIMIZERS[optimizer]
+    t0 = time.perf_counter()
+    torch.manual_seed(SEED)
+    model = build_model(ARCH)
+    if optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=spec["lr"])
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=spec["lr"], momentum=spec["momentum"])
+    x, y = splits.x_train, splits.y_train
+    n = len(y)
+    generator = torch.Generator().manual_seed(SEED)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=generator)
+        running = torch.zeros(())
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach()
+        running.item()  # one read per epoch, as a logging loop would
+    seconds = time.perf_counter() - t0
+    return timed(epochs * n, seconds, test_accuracy(model, splits), optimizer_impl="default")
+
+
+def run_sklearn(splits, optimizer: str, batch_size: int, epochs: int) -> dict | None:
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+    except ImportError:
+        return None
+    spec = OPTIMIZERS[optimizer]
+    extra = ({"momentum": spec["momentum"], "nesterovs_momentum": False}
+             if optimizer == "sgd" else {})
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(SIZES[1:-1]), activation="relu", solver=optimizer,
+        alpha=0.0, batch_size=batch_size, learning_rate_init=spec["lr"],
+        learning_rate="constant", max_iter=epochs, shuffle=True, random_state=SEED,
+        early_stopping=False, tol=0.0, n_iter_no_change=epochs + 1, **extra,
+    )
+    x, y = splits.x_train.numpy(), splits.y_train.numpy()
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter reached: by design
+        clf.fit(x, y)
+    seconds = time.perf_counter() - t0
+    accuracy = float(clf.score(splits.x_test.numpy(), splits.y_test.numpy()))
+    return timed(epochs * len(y), seconds, accuracy, epochs_run=int(clf.n_iter_))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="auto",
+                        help="auto (fashion-mnist if installed, else mnist), fashion-mnist, mnist")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs for every trainer")
+    parser.add_argument("--batch-size", type=int, action="append",
+                        help="repeatable; default: 64, 128 and 512")
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), action="append",
+                        help="repeatable; default: adam and sgd")
+    parser.add_argument("--no-sklearn", action="store_true", help="skip the sklearn baseline")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for torch and sklearn's BLAS (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits  # comes with scikit-learn
+
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
+    splits = load(args.dataset)
+    for optimizer in args.optimizer or ["adam", "sgd"]:
+        for batch_size in args.batch_size or [64, 128, 512]:
+            engine = run_engine(splits, optimizer, batch_size, args.epochs)
+            plain = run_plain(splits, optimizer, batch_size, args.epochs)
+            sk = None if args.no_sklearn else run_sklearn(splits, optimizer, batch_size,
+                                                          args.epochs)
+            print(json.dumps({
+                "benchmark": "train_vs_baselines",
+                "dataset": f"{splits.name} ({splits.source})",
+                "n_train": len(splits.y_train),
+                "n_test": len(splits.y_test),
+                "arch": "-".join(map(str, SIZES)),
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "optimizer": OPTIMIZERS[optimizer],
+                "batch_size": batch_size,
+                "epochs": args.epochs,
+                "engine": engine,
+                "plain": plain,
+                "sklearn": sk,
+                "ratio_vs_plain": engine["samples_per_s"] / plain["samples_per_s"],
+                "ratio_vs_sklearn": engine["samples_per_s"] / sk["samples_per_s"] if sk else None,
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

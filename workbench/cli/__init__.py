@@ -1,0 +1,71 @@
+"""The ``workbench`` command: train, watch and query runs, manage keys and nodes, serve.
+
+    workbench demo                                   # train the default MLP, print a summary
+    workbench train --layers 784,128,64,10 --epochs 5 --optimizer adam --lr 1e-3
+    workbench watch r_...                            # follow any run live
+    workbench runs --state succeeded
+    workbench sql "SELECT name, avg(value) FROM metrics GROUP BY name"
+    workbench keys create --name ci --scopes read,train
+    workbench serve                                  # the app and REST API on :8765
+
+Every command but ``serve`` and ``worker`` goes through the front door (``workbench.frontdoor``):
+it becomes a client of the process that owns ``WORKBENCH_HOME``, starting one on demand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import keys, nodes, owner, queries, training
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..distributed.worker import serve_worker
+
+    logging.getLogger("workbench.distributed").setLevel(logging.INFO)
+    try:
+        serve_worker(args.host, args.port)
+    except OSError as exc:
+        print(f"workbench worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="workbench", description=(__doc__ or "").split("\n\n")[0],
+        epilog="Settings: WORKBENCH_HOME (the store; default ~/.workbench), WORKBENCH_DATA "
+               "(dataset cache), WORKBENCH_OFFLINE=1, WORKBENCH_SERVER_URL and WORKBENCH_TOKEN "
+               "(use a server elsewhere). `workbench COMMAND -h` for a command's flags.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    training.add_parsers(sub)
+    queries.add_parsers(sub)
+    keys.add_parsers(sub)
+    nodes.add_parsers(sub)
+    owner.add_parsers(sub)
+
+    p = sub.add_parser("worker", help="run a worker that joins distributed training jobs")
+    p.add_argument("--port", type=int, default=5001, help="default: %(default)s")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (0.0.0.0 for remote coordinators; "
+                   "default: %(default)s)")
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"workbench {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,52 @@
+"""Terminal output shared by the commands: rich tables readable at 80 columns and when piped,
+``--json`` for scripts, and the key/value run summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    # Piped output is read by scripts and tests: never truncate ids to the terminal width.
+    return Console() if sys.stdout.isatty() else Console(width=240)
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        # overflow="fold": a long id wraps onto the next line instead of becoming "r_66f…".
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    for column in table.columns:
+        column.overflow = "fold"
+    console().print(table)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:,.6g}" if "tflops" in key else f"{value:,.4f}"
+        table.add_row(key, str(value))
+    console().print(table)
+
+
+def fail(command: str, message: str, code: int = 2) -> int:
+    print(f"workbench {command}: {message}", file=sys.stderr)
+    return code
