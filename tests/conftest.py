@@ -35,6 +35,9 @@ os.environ.setdefault("PIP_CACHE_DIR", str(Path(_REAL_HOME or "/root") / ".cache
 # A server URL or token from the user's shell must not redirect the suite to their server.
 for _name in ("WORKBENCH_SERVER_URL", "WORKBENCH_TOKEN", "WORKBENCH_DATA"):
     os.environ.pop(_name, None)
+# Owners the front door starts on demand for a test's home stop soon after the test, and all
+# left are stopped at the end of the session (pytest_sessionfinish).
+os.environ["WORKBENCH_OWNER_IDLE_S"] = "120"
 
 from collections.abc import Callable, Iterator  # noqa: E402
 
@@ -68,3 +71,43 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop every store owner a test left running (on-demand owners are detached processes)."""
+    import json
+    import signal
+    import time
+
+    roots = [_SANDBOX]
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        roots.append(factory.getbasetemp())
+    pids = []
+    for root in roots:
+        for info in Path(root).rglob("owner.json"):
+            try:
+                pid = int(json.loads(info.read_text())["pid"])
+                # A stale file (a killed owner) may name a pid the system has reused since.
+                if b"workbench" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(pid)
+            except (OSError, ValueError, KeyError):
+                continue
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -2,7 +2,7 @@
 
 repo2docker runs ``pip install -r binder/requirements.txt``, then ``binder/postBuild``. This test
 runs the same two steps, from a copy of the checkout's files (tracked and new, not ignored --
-what a clone holds), into a new ``python -m venv --system-site-packages``, **offline**: pip gets
+what a clone holds), into a new ``python -m venv`` that sees this environment's packages, **offline**: pip gets
 ``--no-index`` (so neither PyPI nor the CPU-torch index is asked) and no build isolation, and
 the venv sees the third-party wheels this environment installed from ``requirements/dev.lock``
 -- the lock that ``binder/requirements.txt`` also constrains to, so a pin the binder files
@@ -61,8 +61,21 @@ def binder_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     root = tmp_path_factory.mktemp("binder")
     clone, venv = root / "repo", root / "venv"
     _checkout_copy(clone)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # --without-pip: the venv's own (older) pip and setuptools would shadow the locked ones.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
+    pip = venv / "bin" / "pip"  # the locked pip, run by this venv's python (installs here)
+    pip.write_text('#!/bin/sh\nexec "$(dirname "$0")/python" -m pip "$@"\n')
+    pip.chmod(0o755)
+    # The new venv sees the packages of the environment running the tests (installed from the
+    # lock) as already installed: a path file, not --system-site-packages, because that
+    # environment is itself a virtualenv (CI's), whose packages "system" would not include.
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                              "['purelib'])"], capture_output=True, text=True, check=True)
+    import sysconfig
+
+    here = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(purelib.stdout.strip()) / "_tested_environment.pth").write_text("\n".join(here) + "\n")
     env = {
         **os.environ,
         "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",

@@ -1,4 +1,8 @@
-"""The ``workbench`` command end to end, as real subprocesses with their own WORKBENCH_HOME."""
+"""The ``workbench`` command end to end, as real subprocesses with their own WORKBENCH_HOME.
+
+Every command goes through the front door: the first one starts an owner of the home on demand
+(a detached ``workbench serve --on-demand``), later ones reuse it; ``workbench stop`` ends it.
+"""
 
 import json
 import os
@@ -22,6 +26,13 @@ def workbench(*args, env, timeout=240):
         [sys.executable, "-m", "workbench.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def stopped(env):
+    """Stop the home's owner (so the test may open the store itself); returns the home."""
+    out = workbench("stop", env=env)
+    assert out.returncode == 0, out.stderr
+    return env["WORKBENCH_HOME"]
 
 
 def test_train_runs_and_sql(env, tmp_path):
@@ -59,6 +70,7 @@ def test_architecture_and_hyperparams_files(env, tmp_path):
     out = workbench("train", "--arch", str(arch), "--hyperparams", str(hp), "--limit", "300",
                     env=env)
     assert out.returncode == 0, out.stderr
+    stopped(env)
     with Store(tmp_path / "home" / "workbench.duckdb") as store:
         (run,), _ = store.list_runs()
         assert run.hyperparams["optimizer"] == {"type": "sgd", "lr": 0.05, "momentum": 0.9,
@@ -72,27 +84,75 @@ def test_invalid_architecture_is_a_clear_error(env):
     assert "layers[2]: final output is 12 but the dataset has 10 classes" in out.stderr
 
 
-def test_killed_training_keeps_finished_epochs(env, tmp_path):
-    """SIGKILL `workbench train` after two epochs: on reopen the run is failed 'interrupted'
-    and both epochs' metrics are still there."""
+def _read_until(proc, marker, timeout=180):
+    seen = ""
+    deadline = time.time() + timeout
+    while marker not in seen and time.time() < deadline:
+        seen += proc.stderr.read(1) or ""
+        if proc.poll() is not None:
+            break
+    assert marker in seen, seen[-2000:]
+    return seen
+
+
+def test_ctrl_c_cancels_the_run(env):
+    """Ctrl-C in `workbench train` cancels the run in the owner (not just the client)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "train", "--layers", "784,64,10",
+         "--epochs", "500", "--limit", "1500", "--offline"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _read_until(proc, "2.0/500")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "cancelled" in out
+    (run,) = json.loads(workbench("runs", "--json", env=env).stdout)
+    assert run["state"] == "cancelled" and run["epoch"] >= 2
+
+
+def test_killed_owner_fails_its_run_and_keeps_finished_epochs(env, tmp_path):
+    """kill -9 the process that owns the store mid-run: the next face takes over, the run is
+    failed with a reason naming the dead owner, and its finished epochs are still there."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "workbench.cli", "train", "--layers", "784,64,10",
          "--epochs", "500", "--limit", "1500", "--offline"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    seen = ""
-    deadline = time.time() + 180
     try:
-        while "2/500" not in seen and time.time() < deadline:
-            seen += proc.stderr.read(1) or ""
-            if proc.poll() is not None:
-                break
-        assert "2/500" in seen, seen[-2000:]
+        _read_until(proc, "2.0/500")
+        owner = json.loads((tmp_path / "home" / "owner.json").read_text())
+        os.kill(owner["pid"], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)  # the client notices and stops following
     finally:
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
-    with Store(tmp_path / "home" / "workbench.duckdb") as store:
-        (run,), _ = store.list_runs()
-        assert run.state == "failed" and run.error == "interrupted"
-        epochs = {m.epoch for m in store.get_metrics(run.run_id, names=["val_accuracy"])}
-        assert {1, 2} <= epochs
+    listed = workbench("runs", "--json", env=env)  # a new owner is started on demand
+    assert listed.returncode == 0, listed.stderr
+    (run,) = json.loads(listed.stdout)
+    assert run["state"] == "failed", run
+    assert f"pid {owner['pid']}" in run["error"] and "died" in run["error"], run["error"]
+    q = workbench("sql", "--json", "SELECT DISTINCT epoch FROM metrics WHERE name = "
+                  "'val_accuracy' ORDER BY epoch", env=env)
+    assert {1, 2} <= {row["epoch"] for row in json.loads(q.stdout)}, q.stdout
+    new_owner = json.loads((tmp_path / "home" / "owner.json").read_text())
+    assert new_owner["pid"] != owner["pid"]
+
+
+def test_keys_create_list_revoke(env):
+    created = workbench("keys", "create", "--name", "ci", "--scopes", "read,train", "--json",
+                        env=env)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["key"].startswith("wb_") and key["permissions"] == ["read", "train"]
+    listed = json.loads(workbench("keys", "list", "--json", env=env).stdout)
+    assert {k["key_id"]: k["status"] for k in listed}[key["key_id"]] == "active"
+    assert all("key" not in k for k in listed)  # secrets are shown once, never listed
+    assert workbench("keys", "revoke", key["key_id"], env=env).returncode == 0
+    listed = json.loads(workbench("keys", "list", "--json", env=env).stdout)
+    assert {k["key_id"]: k["status"] for k in listed}[key["key_id"]] == "revoked"
+    bad = workbench("keys", "revoke", "key_missing", env=env)
+    assert bad.returncode == 2 and "not found" in bad.stderr

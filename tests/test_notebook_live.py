@@ -9,43 +9,11 @@ import time
 
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
+pytest.importorskip("jupyter_client")
+
+from tests.utils.kernel import Kernel  # noqa: E402
 
 EPOCHS = 3
-
-
-class Kernel:
-    def __init__(self, env: dict[str, str]):
-        self.km = jupyter_client.KernelManager(kernel_name="python3")
-        self.km.start_kernel(env=env)
-        self.kc = self.km.client()
-        self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=120)
-        self.comm_updates = 0  # widget state updates seen on iopub (from any thread)
-
-    def run(self, code: str, timeout: float = 120) -> str:
-        """Execute ``code``; return its stdout (raise on an error)."""
-        msg_id = self.kc.execute(code)
-        out: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.kc.get_iopub_msg(timeout=timeout)
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "comm_msg" and content.get("data", {}).get("method") == "update":
-                self.comm_updates += 1
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(content["traceback"]))
-            elif kind == "status" and content["execution_state"] == "idle":
-                return "".join(out)
-        raise TimeoutError(code)
-
-    def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

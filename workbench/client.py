@@ -148,15 +148,22 @@ class Client:
     def follow(self, run_id: str, *, after: int = 0, wait: float = 20.0
                ) -> Iterator[dict[str, Any]]:
         """Every event of a run from id ``after`` on, as it happens, until the run ends.
-        Reconnects (with the last id seen) after a dropped connection: nothing is lost."""
+        A dropped request is retried with the last id seen, so nothing is lost; after
+        ``retries`` failures in a row the ``httpx.TransportError`` is raised (the server is
+        gone: a caller may find the new owner and follow on from the last event's ``id``)."""
+        failures = 0
         while True:
             try:
                 page = self.events(run_id, after=after, wait=wait)
             except (httpx.TransportError, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.status < 500:
                     raise
-                time.sleep(self.backoff)
+                failures += 1
+                if failures > self.retries:
+                    raise
+                time.sleep(self.backoff * 2**failures)
                 continue
+            failures = 0
             yield from page["events"]
             after = page["last_id"]
             if not page["events"] and page["state"] in _TERMINAL:

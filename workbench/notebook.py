@@ -108,9 +108,20 @@ class NotebookRun:
         self._thread.start()
 
     def _follow(self) -> None:
+        import httpx
+
+        after = 0
         try:
-            for event in self.client.follow(self.run_id):
-                self._on_event(event)
+            while True:
+                try:
+                    for event in self.client.follow(self.run_id, after=after):
+                        after = max(after, int(event.get("id") or 0))
+                        self._on_event(event)
+                    break
+                except httpx.TransportError:  # the owner went away: find (or start) the next
+                    from .frontdoor import connect
+
+                    self.client = connect(quiet=True)
         except Exception as exc:  # the owner went away for good: say so in the cell
             self.error = f"lost the run's events: {exc}"
             self.status.value = f"<span style='color:#b42318'>{self.error}</span>"

@@ -293,7 +293,8 @@ def test_every_route_times_every_key(env, routes, record_property, capsys):
             if len(public_statuses) > 1:
                 failures.append(f"{method} {route.path} is public but answers "
                                 f"{sorted(public_statuses)} depending on the key")
-    assert gaps_seen == set(KNOWN_GAPS), set(KNOWN_GAPS) - gaps_seen
+    mounted = {(m, r.path) for r in routes for m in r.methods}
+    assert gaps_seen == {g for g in KNOWN_GAPS if g[:2] in mounted}
     n_routes = sum(len(r.methods) for r in routes)
     record_property("routes", n_routes)
     record_property("route_scope_checks", checks)

@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from ..auth import KeyRing
 from ..service import Workbench
@@ -32,7 +33,7 @@ async def get_service(request: Request) -> Workbench:
     return request.app.state.service
 
 
-def get_keyring(request: Request) -> KeyRing:
+def get_keyring(request: HTTPConnection) -> KeyRing:
     return request.app.state.keyring
 
 

@@ -170,7 +170,7 @@ def _v1_unauthenticated(conn: HTTPConnection, token: str | None) -> Exception:
     from .v1.security import why_invalid
 
     if token:
-        message = why_invalid(get_keyring(conn), token)  # type: ignore[arg-type,unused-ignore]
+        message = why_invalid(get_keyring(conn), token)
     else:
         message = "missing API key (Authorization: Bearer <key>)"
     return ApiError(401, AUTH_INVALID, message, field="Authorization", headers=_challenge())

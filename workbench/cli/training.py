@@ -146,16 +146,29 @@ class Progress:
 
 def follow(client: Any, run_id: str, progress: Progress, *, after: int = 0) -> dict[str, Any]:
     """Feed the run's events (from ``after``) to ``progress`` until it ends; Ctrl-C cancels it
-    and keeps following until the cancellation lands. Returns the final run."""
-    try:
-        for event in client.follow(run_id, after=after):
-            progress(event)
-    except KeyboardInterrupt:
-        progress.close()
-        print("\nworkbench: cancelling the run (Ctrl-C again to stop waiting)", file=sys.stderr)
-        client.cancel(run_id)
-        for event in client.follow(run_id, after=after):
-            progress(event)
+    and keeps following until the cancellation lands. If the owner goes away (killed), the
+    front door finds or starts the next one, which fails the run naming the dead owner, and
+    following resumes from the last event seen. Returns the final run."""
+    import httpx
+
+    cancelled = False
+    while True:
+        try:
+            for event in client.follow(run_id, after=after):
+                after = max(after, int(event.get("id") or 0))
+                progress(event)
+            break
+        except KeyboardInterrupt:
+            if cancelled:
+                raise
+            cancelled = True
+            progress.close()
+            print("\nworkbench: cancelling the run (Ctrl-C again to stop waiting)",
+                  file=sys.stderr)
+            client.cancel(run_id)
+        except httpx.TransportError as exc:
+            print(f"\nworkbench: lost the store's owner ({exc}); reconnecting", file=sys.stderr)
+            client = _connect()
     progress.close()
     return client.get_run(run_id)
 

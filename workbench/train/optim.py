@@ -12,7 +12,7 @@ back which one an optimizer uses, for the run's events.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 from typing import Any, Literal
 
 import torch
@@ -90,7 +90,7 @@ def resolve_impl(kind: str, params: list[torch.Tensor], impl: str = "auto") -> s
     return "single_tensor"
 
 
-@lru_cache(maxsize=None)
+@cache
 def fused_supported(kind: str, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether a fused ``kind`` step runs for a parameter of this device and dtype: torch
     checks at construction and at the first step, so try one on a one-element tensor."""
