@@ -6,6 +6,8 @@
   and is refused without it;
 - with a standalone ``workbench serve`` owning the store, Jupyter attaches to it (DuckDB's
   one-writer rule) instead of opening the file;
+- after the tile has opened the app, the quickstart notebook runs top to bottom in the same
+  Lab's environment (no lock error) and its run is visible in the tile's app API;
 - in Chromium, the launcher shows the tile and clicking it opens the app in a JupyterLab tab.
 """
 
@@ -81,7 +83,9 @@ def test_entry_point_is_a_valid_server_process() -> None:
     assert process.launcher_entry.enabled and process.launcher_entry.title == TITLE
     assert Path(process.launcher_entry.icon_path).read_text().lstrip().startswith("<svg")
     assert process.unix_socket is True and process.new_browser_tab is False
-    assert config["command"]("/tmp/x/socket")[-2:] == ["--uds", "/tmp/x/socket"]
+    # The tile relays to the store's owner (found or started by the front door), never opens it.
+    assert config["command"]("/tmp/x/socket")[-4:] == ["workbench.jupyter.relay", "--uds",
+                                                       "/tmp/x/socket", "--owner"]
 
 
 def test_extensions_are_enabled(lab: LocalJupyter) -> None:
@@ -123,6 +127,32 @@ def test_api_through_jupyter_needs_the_jupyter_token(lab: LocalJupyter) -> None:
                 if refused.status_code == 302:
                     assert "/login" in refused.headers["location"]
             assert anonymous.get("api/workbench/status", headers=headers).status_code == 403
+
+
+def test_quickstart_runs_beside_the_open_tile(lab: LocalJupyter) -> None:
+    """The tile's app is open (it started the home's owner); the quickstart notebook then runs
+    top to bottom in a kernel of the same Lab environment, through the same owner, and its run
+    shows in the tile's app API."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    with _client(lab) as c:
+        assert c.get("workbench/api/health", headers=lab.auth).status_code == 200  # tile open
+        before = c.get("api/workbench/status", headers=lab.auth).json()["server_pid"]
+        nb = nbformat.read(REPO / "notebooks" / "01-quickstart.ipynb", as_version=4)
+        kernel_env = {**os.environ, **lab.env}
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(lab.root_dir)}}
+                       ).execute(env=kernel_env)
+        errors = [o for cell in nb.cells for o in cell.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, errors
+        run_ids = re.findall(r"r_[0-9a-f]{32}", str(nb.cells))
+        assert run_ids, "the quickstart printed no run id"
+        run = c.get(f"workbench/api/runs/{run_ids[0]}", headers=lab.auth)
+        assert run.status_code == 200 and run.json()["state"] == "succeeded", run.text
+        after = c.get("api/workbench/status", headers=lab.auth).json()["server_pid"]
+        assert after == before  # one owner for the tile and the notebook
 
 
 def _wait_http(url: str, timeout: float = APP_TIMEOUT_S) -> None:

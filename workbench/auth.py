@@ -20,9 +20,42 @@ from datetime import datetime, timezone
 
 from .store import ApiKeyRecord, Store
 
+SCOPES = ("read", "train", "admin")
+PUBLIC = "public"
+_IMPLIED = {"read": {"read"}, "train": {"read", "train"}, "admin": {"read", "train", "admin"}}
+#: The Panel app launches, cancels and deletes: it needs a key that may train. (A read key gets
+#: the login page with that reason; a read-only app is future work.)
+APP_SCOPE = "train"
+
 KEY_PREFIX = "wb_"
 BOOTSTRAP_NAME = "bootstrap-admin"
 _TOUCH_EVERY_S = 60.0
+
+
+def parse_permissions(text: str) -> list[str]:
+    """``"read,train"`` -> ``["read", "train"]`` (ValueError naming an unknown scope)."""
+    scopes = [s.strip() for s in str(text).split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"unknown permission {unknown[0] if unknown else text!r}; "
+                         f"allowed: {', '.join(SCOPES)}")
+    return scopes
+
+
+def granted(permissions: str) -> set[str]:
+    """Every scope a key's ``permissions`` grants (``train`` implies ``read``, ...)."""
+    out: set[str] = set()
+    for scope in str(permissions).split(","):
+        out |= _IMPLIED.get(scope.strip(), set())
+    return out
+
+
+def allows(record: ApiKeyRecord | None, scope: str) -> bool:
+    """Whether ``record`` may do what needs ``scope`` (anyone may do what is public). The one
+    scope check of every face: the REST policy and the app's login both call it."""
+    if scope == PUBLIC:
+        return True
+    return record is not None and scope in granted(record.permissions)
 
 
 def hash_key(key: str) -> str:

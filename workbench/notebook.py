@@ -40,7 +40,8 @@ def client() -> Any:
 
 
 def use(workbench_client: Any) -> None:
-    """Make the notebook API use ``workbench_client`` (a Client of another server)."""
+    """Make the notebook API use ``workbench_client`` (a Client of another server; None: the
+    front door again, on the next call)."""
     global _client
     with _lock:
         _client = workbench_client

@@ -43,11 +43,8 @@ CORTEX_JOB = {"neural_model_config": {"input_dim": 784, "hidden_dims": [16], "ou
 
 # Known gaps: (method, path, key) whose outcome differs from the policy for a reason outside
 # the API package. The matrix reports them instead of failing, and fails once one is fixed
-# (so the entry gets removed); test_app_login_needs_the_train_scope keeps them visible as xfail.
-UI_GAP = ("the Panel app's login (workbench.ui.login.key_valid) accepts any valid key; the "
-          "policy says train (a session launches and cancels runs): it should check "
-          "policy.allows(record, policy.EXTERNAL[('GET', '/')].scope)")
-KNOWN_GAPS = {("GET", "/", "read"): UI_GAP, ("WS", "/ws", "read"): UI_GAP}
+# (so the entry gets removed). None today: the app's login checks the policy's scope too.
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {}
 
 
 # ---- the app -------------------------------------------------------------------------------------
@@ -306,7 +303,6 @@ def test_every_route_times_every_key(env, routes, record_property, capsys):
     assert n_routes >= 50 and checks == n_routes * len(KEYS)
 
 
-@pytest.mark.xfail(strict=True, reason=UI_GAP)
 def test_app_login_needs_the_train_scope(env):
     assert env.call("read", "GET", "/").status_code in (401, 403)
     assert _ws_outcome(env, "/ws", "read") == "refused"

@@ -20,8 +20,7 @@ import duckdb
 import pytest
 
 from workbench.events import make_event
-from workbench.store import Store
-from workbench.store import sandbox
+from workbench.store import Store, sandbox
 from workbench.store.sql import QueryTimeoutError
 
 VIEWS_MESSAGE = "is not one of the queryable views: models, runs, metrics, params, events"

@@ -59,12 +59,10 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from ..auth import APP_SCOPE, PUBLIC, SCOPES, allows
 from ..store import ApiKeyRecord
 from .deps import bearer, get_keyring
 
-SCOPES = ("read", "train", "admin")
-PUBLIC = "public"
-_IMPLIED = {"read": {"read"}, "train": {"read", "train"}, "admin": {"read", "train", "admin"}}
 _RANK = {PUBLIC: 0, "read": 1, "train": 2, "admin": 3}
 RUN_OWNER = "run.owner"  # the event naming who started a run: data {"key_id", "via"}
 
@@ -72,31 +70,6 @@ RUN_OWNER = "run.owner"  # the event naming who started a run: data {"key_id", "
 #: ``workbench serve --trainer-open``: the whole trainer API (the document's flow registers
 #: devices, an ``admin`` action). Only that family honours it.
 TRAINER_OPEN_GRANTS = frozenset(SCOPES)
-
-
-def parse_permissions(text: str) -> list[str]:
-    """``"read,train"`` -> ``["read", "train"]`` (ValueError naming an unknown scope)."""
-    scopes = [s.strip() for s in str(text).split(",") if s.strip()]
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
-        raise ValueError(f"unknown permission {unknown[0] if unknown else text!r}; "
-                         f"allowed: {', '.join(SCOPES)}")
-    return scopes
-
-
-def granted(permissions: str) -> set[str]:
-    """Every scope a key's ``permissions`` grants (``train`` implies ``read``, ...)."""
-    out: set[str] = set()
-    for scope in str(permissions).split(","):
-        out |= _IMPLIED.get(scope.strip(), set())
-    return out
-
-
-def allows(record: ApiKeyRecord | None, scope: str) -> bool:
-    """Whether ``record`` may do what needs ``scope`` (anyone may do what is public)."""
-    if scope == PUBLIC:
-        return True
-    return record is not None and scope in granted(record.permissions)
 
 
 def stronger(a: str, b: str) -> str:
@@ -354,8 +327,8 @@ PUBLIC_ROUTES: dict[tuple[str, str], str] = {
 #: -> scope. The Panel app (``workbench.ui.server``) enforces its login with
 #: ``workbench.ui.login.key_valid``.
 EXTERNAL: dict[tuple[str, str], Requirement] = {
-    ("GET", "/"): Requirement("train", "ui"),
-    ("WS", "/ws"): Requirement("train", "ui"),
+    ("GET", "/"): Requirement(APP_SCOPE, "ui"),
+    ("WS", "/ws"): Requirement(APP_SCOPE, "ui"),
 }
 
 

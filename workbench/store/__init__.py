@@ -6,7 +6,9 @@
         run = store.create_run(model_id=model.model_id, hyperparams={...}, epochs_total=5)
         store.apply_event(event)                # the writer path for training events
 
-Callers exchange entities (dataclasses), never rows; no SQL lives outside this package.
+Callers exchange entities (dataclasses), never rows; no SQL lives outside this package. The
+one exception, ``store.query(sql)``, runs a user's read-only SELECT in a sandbox over the
+``QUERYABLE_VIEWS`` (see :mod:`workbench.store.sandbox`).
 """
 
 from workbench.store.duck import Store, StoreLockedError, safetensors_data_bytes
@@ -21,6 +23,8 @@ from workbench.store.entities import (
 from workbench.store.keys import ApiKeyRecord
 from workbench.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaTooNewError
 from workbench.store.nodes import NODE_STATUSES, NodeRecord
+from workbench.store.sandbox import VIEWS as QUERYABLE_VIEWS
+from workbench.store.sql import QueryTimeoutError
 
 __all__ = [
     "ApiKeyRecord",
@@ -34,6 +38,8 @@ __all__ = [
     "NODE_STATUSES",
     "NodeRecord",
     "ParamRecord",
+    "QUERYABLE_VIEWS",
+    "QueryTimeoutError",
     "RunRecord",
     "SchemaTooNewError",
     "Store",

@@ -152,7 +152,9 @@ def check_tree(obj: Any, ctes: frozenset[str]) -> None:
     elif kind == "TABLE_FUNCTION":
         function = obj.get("function")
         name = function.get("function_name") if isinstance(function, dict) else None
-        qualified = isinstance(function, dict) and (function.get("schema") or function.get("catalog"))
+        qualified = isinstance(function, dict) and bool(
+            function.get("schema") or function.get("catalog")
+        )
         if not isinstance(name, str) or qualified or name.lower() not in TABLE_FUNCTIONS:
             raise PermissionError(
                 f"table function {name or '?'}() is not allowed; queries read the views "
@@ -198,6 +200,9 @@ def _check_query(node: dict[str, Any], ctes: frozenset[str], self_name: str | No
 def _check_table(ref: dict[str, Any], ctes: frozenset[str]) -> None:
     name = str(ref.get("table_name", ""))
     parts = [str(p) for p in (ref.get("catalog_name"), ref.get("schema_name"), name) if p]
+    path = (ref.get("qualified_name") or {}).get("path") or [name]
+    if len(path) > 1:
+        parts = [str(p) for p in path]
     if len(parts) > 1 or not (name.lower() in VIEWS or name.lower() in ctes):
         raise PermissionError(
             f"'{'.'.join(parts)}' is not one of the queryable views: {VIEW_NAMES}"

@@ -15,13 +15,18 @@ never reads it (a cookie there would invite cross-site request forgery). Panel's
 from __future__ import annotations
 
 import html
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from ..api.deps import bearer, get_keyring
+from ..auth import APP_SCOPE, allows
+
+# The same header parser as the REST API's (FastAPI's), not a copy of the API layer.
+bearer = HTTPBearer(auto_error=False)
 
 TOKEN_PARAM = "token"
 COOKIE_PREFIX = "workbench_key"
@@ -43,9 +48,24 @@ async def presented_key(conn: HTTPConnection) -> str | None:
     return conn.cookies.get(cookie_name(conn.headers.get("host")))
 
 
+def key_record(conn: HTTPConnection, key: str | None) -> Any:
+    """The key's record if it is known, unrevoked and unexpired (the REST API's check)."""
+    return conn.app.state.keyring.verify(key)
+
+
 def key_valid(conn: HTTPConnection, key: str | None) -> bool:
-    """The REST API's check: a known, unrevoked, unexpired key."""
-    return get_keyring(conn).verify(key) is not None  # type: ignore[arg-type,unused-ignore]
+    """A usable key whose scopes allow the app (``auth.APP_SCOPE``): the policy's check."""
+    return allows(key_record(conn, key), APP_SCOPE)
+
+
+def refusal(conn: HTTPConnection, key: str | None) -> str:
+    """Why the login form refused ``key`` (shown on the form)."""
+    if not key:
+        return "Enter an API key."
+    if key_record(conn, key) is None:
+        return "That key is not valid (unknown, revoked or expired)."
+    return (f"That key lacks the '{APP_SCOPE}' scope the app needs (it launches and cancels "
+            f"runs). Make one with `workbench keys create --scopes {APP_SCOPE}`.")
 
 
 async def authenticated(conn: HTTPConnection) -> bool:

@@ -141,9 +141,12 @@ def _protect(app: Any) -> None:
         authenticated,
         clean_target,
         form_key,
+        key_record,
         key_valid,
         login_page,
         login_response,
+        presented_key,
+        refusal,
     )
 
     routes = app.router.routes
@@ -159,9 +162,11 @@ def _protect(app: Any) -> None:
         if key is not None:
             if key_valid(request, key):
                 return login_response(request, key, clean_target(request))
-            return login_page("That key is not valid (unknown, revoked or expired).")
+            return login_page(refusal(request, key), status_code=_refusal_status(request, key))
         if not await authenticated(request):
-            return login_page()
+            presented = await presented_key(request)
+            return login_page(refusal(request, presented) if presented else "",
+                              status_code=_refusal_status(request, presented))
         try:
             return await doc_handler.get(request, None)
         except Exception:  # a broken session must show a message, not a bare 500 traceback
@@ -180,8 +185,11 @@ def _protect(app: Any) -> None:
         key = await form_key(request)
         if key is not None and key_valid(request, key):
             return login_response(request, key, "./")
-        return login_page("That key is not valid (unknown, revoked or expired)." if key
-                          else "Enter an API key.")
+        return login_page(refusal(request, key))
+
+    def _refusal_status(request: Request, key: str | None) -> int:
+        # A usable key without the app's scope is 403 (who you are is known); else 401.
+        return 403 if key and key_record(request, key) is not None else 401
 
     ws_path = routes[ws_i].path
     for i in sorted((page_i, ws_i), reverse=True):

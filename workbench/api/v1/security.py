@@ -24,9 +24,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...auth import KeyRing, hash_key
+from ...auth import SCOPES, KeyRing, granted, hash_key, parse_permissions
 from ...store import ApiKeyRecord
-from ..policy import SCOPES, granted, parse_permissions, requires
+from ..policy import requires
 from .conventions import (
     API_VERSION,
     RATE_LIMIT_EXCEEDED,

@@ -255,7 +255,7 @@ async def _send_loop(websocket: WebSocket, queue: asyncio.Queue[dict[str, Any]],
     while True:
         event = await queue.get()
         run_id = event.get("run_id")
-        if event.get("type") == _REPLAY:
+        if event.get("type") == _REPLAY and isinstance(run_id, str):
             pending.discard(run_id)
             stored = await run_in_threadpool(service.store.list_events, run_id,
                                              after_id=event["after"], limit=None)
