@@ -71,7 +71,7 @@ def warm_up(splits) -> None:
         opt.step()
 
 
-def test_accuracy(model: torch.nn.Module, splits) -> float:
+def accuracy_on_test(model: torch.nn.Module, splits) -> float:
     model.eval()
     _, correct = evaluate(logits_module(model), splits.x_test, splits.y_test)
     return int(correct) / len(splits.y_test)
@@ -89,7 +89,7 @@ def run_engine(splits, optimizer: str, batch_size: int, epochs: int) -> dict:
     result = train(ARCH, hp, splits,
                    options=TrainOptions(device="cpu", include_weights_in_event=False))
     seconds = time.perf_counter() - t0
-    return timed(epochs * len(splits.y_train), seconds, test_accuracy(result.model, splits),
+    return timed(epochs * len(splits.y_train), seconds, accuracy_on_test(result.model, splits),
                  optimizer_impl=result.optimizer_impl,
                  best_epoch_samples_per_s=max(m["samples_per_s"] for m in result.history))
 
@@ -119,7 +119,7 @@ def run_plain(splits, optimizer: str, batch_size: int, epochs: int) -> dict:
             running += loss.detach()
         running.item()  # one read per epoch, as a logging loop would
     seconds = time.perf_counter() - t0
-    return timed(epochs * n, seconds, test_accuracy(model, splits), optimizer_impl="default")
+    return timed(epochs * n, seconds, accuracy_on_test(model, splits), optimizer_impl="default")
 
 
 def run_sklearn(splits, optimizer: str, batch_size: int, epochs: int) -> dict | None:

@@ -35,7 +35,7 @@ def test_train_figure_gains_points_while_training(kernel):
     seen: list[tuple[int, str]] = []
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        points, state = kernel.run("print(run.points(), run.record.state)").split()
+        points, state = kernel.run("print(run.points(), run.record['state'])").split()
         if not seen or seen[-1] != (int(points), state):
             seen.append((int(points), state))
         if state in ("succeeded", "failed", "cancelled"):

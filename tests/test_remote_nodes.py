@@ -229,7 +229,7 @@ def test_both_nodes_online_with_probed_capabilities(service, registered, jupyter
     tokens = home / "node_tokens.json"
     assert tokens.stat().st_mode & 0o777 == 0o600
     assert TokenFile(tokens).get(node_a.node_id).startswith("token-a-")
-    db_text = " ".join(str(v) for row in wb.store.query("SELECT * FROM nodes")[1] for v in row)
+    db_text = " ".join(str(v) for row in wb.store._read("SELECT * FROM nodes") for v in row)
     assert "token-a-" not in db_text
 
     registered_events = [e for e in node_events() if e["data"]["previous"] is None]

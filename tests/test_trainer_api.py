@@ -156,7 +156,8 @@ def test_errors_have_the_documented_shape(cluster):
     api = httpx.Client(base_url=f"{base}/api", timeout=30)
     cases = [
         (api.get("/jobs/999999"), 404, "not found"),
-        (api.post("/jobs", content=b"{not json"), 400, "not valid JSON"),
+        (api.post("/jobs", content=b"{not json", headers={"Content-Type": "application/json"}),
+         400, "not valid JSON"),
         (api.post("/jobs", json={"model_config": {"layer_sizes": [784]}, "dataset_config": {}}),
          400, "layer_sizes"),
         (api.post("/jobs", json={"model_config": {"layer_sizes": [784, 10]},

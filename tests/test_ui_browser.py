@@ -99,7 +99,9 @@ def test_login(server, browser):
         page.get_by_text("predicted epoch time").wait_for(timeout=60_000)
         (cookie,) = context.cookies()  # the page rendered: its websocket passed with it
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        assert cookie["value"] == server.token and page.url == server.url + "/"
+        # a server-side session id, never the key itself
+        assert cookie["value"].startswith("wbs_") and server.token not in cookie["value"]
+        assert page.url == server.url + "/"
     finally:
         context.close()
 

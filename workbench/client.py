@@ -238,6 +238,54 @@ class Client:
             if bar is not None:
                 bar.close()
 
+    # -- external runs (workbench.track) ------------------------------------------------------
+    def create_run(self, name: str, *, experiment: str = "default",
+                   config: dict[str, Any] | None = None, tags: Sequence[str] = (),
+                   device: str | None = None) -> dict[str, Any]:
+        """Start tracking a run trained elsewhere: the run (``running``, target ``external``)
+        with its name, experiment, tags and config."""
+        body: dict[str, Any] = {"name": name, "experiment": experiment,
+                                "config": dict(config or {}), "tags": list(tags)}
+        if device is not None:
+            body["device"] = device
+        return self._request("POST", "/runs", json=body)
+
+    def log_batch(self, run_id: str, metrics: Sequence[dict[str, Any]] | None = None, *,
+                  batch_id: str | None = None, columns: dict[str, list[Any]] | None = None
+                  ) -> dict[str, Any]:
+        """Store up to 10,000 points ``{"key", "value", "step", "timestamp"?, "epoch"?}`` of an
+        external run (or the same as ``columns``: equal-length lists per field). With a
+        ``batch_id`` a retried batch is stored once (the answer says ``"duplicate": true``).
+        Returns ``{"accepted", "duplicate", "event_id", ...}``."""
+        body: dict[str, Any] = ({"columns": columns} if columns is not None
+                                else {"metrics": list(metrics or ())})
+        if batch_id is not None:
+            body["batch_id"] = batch_id
+        return self._request("POST", f"/runs/{run_id}/log-batch", json=body)
+
+    def finish_run(self, run_id: str, state: str = "succeeded", *, error: str | None = None
+                   ) -> dict[str, Any]:
+        """End an external run: succeeded, failed (with ``error``) or cancelled."""
+        body: dict[str, Any] = {"state": state}
+        if error is not None:
+            body["error"] = error
+        return self._request("POST", f"/runs/{run_id}/finish", json=body)
+
+    def tracked_run(self, run_id: str) -> dict[str, Any]:
+        """An external run with its name, experiment, tags and config."""
+        return self._request("GET", f"/runs/{run_id}/tracking")
+
+    def metrics(self, run_id: str, *, names: Sequence[str] | None = None,
+                limit: int = 10_000) -> list[dict[str, Any]]:
+        """A run's long-form metric rows ``{"epoch", "step", "name", "value", "time"}`` (read
+        through the SQL views, at most 10,000), ordered by name, step, time."""
+        where = "run_id = " + _sql_string(run_id)
+        if names:
+            where += " AND name IN (" + ", ".join(_sql_string(n) for n in names) + ")"
+        result = self.sql("SELECT epoch, step, name, value, time FROM metrics WHERE "
+                          f"{where} ORDER BY name, step, time", limit=limit)
+        return [dict(zip(result["columns"], row)) for row in result["rows"]]
+
     def params(self, param_id: str) -> dict[str, Any]:
         return self._request("GET", f"/params/{param_id}")
 
@@ -284,3 +332,7 @@ def _is_local(url: str) -> bool:
     from urllib.parse import urlsplit
 
     return url.startswith("unix:") or urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

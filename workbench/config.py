@@ -13,6 +13,56 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+LOOPBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
+
+
+class Limits(BaseModel):
+    """What one submission may ask of this server. Every face (MNIST API, /api/v1, the
+    distributed-trainer API, the app, the CLI through the API) is held to these same numbers:
+    the checks live in ``workbench.spec`` / ``workbench.service`` and the data loaders."""
+
+    max_params: int = Field(
+        default=20_000_000, ge=1,
+        doc="WORKBENCH_MAX_PARAMS: parameters per model (20 M ~ 80 MB of float32 weights)",
+    )
+    max_activation_bytes: int = Field(
+        default=1 * GiB, ge=1,
+        doc="WORKBENCH_MAX_ACTIVATION_BYTES: float32 activations (and their gradients) of one "
+        "training batch, computed from the architecture and batch_size",
+    )
+    max_world_size: int | None = Field(
+        default=None, ge=1,
+        doc="WORKBENCH_MAX_WORLD_SIZE: local torch.distributed ranks of one run (default: the "
+        "machine's CPU count, os.cpu_count(), and at least 2 so the default DDP run fits)",
+    )
+    max_queued_runs: int = Field(
+        default=100, ge=1,
+        doc="WORKBENCH_MAX_QUEUED_RUNS: runs waiting for a worker; past it a submission gets "
+        "503 with Retry-After",
+    )
+    max_download_bytes: int = Field(
+        default=256 * MiB, ge=1,
+        doc="WORKBENCH_MAX_DOWNLOAD_BYTES: one downloaded file (streamed to a temporary file on "
+        "disk, never held whole in memory)",
+    )
+    max_decompressed_bytes: int = Field(
+        default=512 * MiB, ge=1,
+        doc="WORKBENCH_MAX_DECOMPRESSED_BYTES: one decompressed data file or array (gzip IDX, "
+        ".npz member), checked while decompressing",
+    )
+    max_body_bytes: int = Field(
+        default=32 * MiB, ge=1,
+        doc="WORKBENCH_MAX_BODY_BYTES: larger request bodies get 413 (512 JSON inputs ~ 8 MB)",
+    )
+
+    @property
+    def world_size_cap(self) -> int:
+        """The most local ranks a run may ask for: the setting, else the CPU count (at least 2,
+        the distributed target's default world size)."""
+        return self.max_world_size or max(2, os.cpu_count() or 1)
+
 
 class Settings(BaseModel):
     home: Path = Field(doc="WORKBENCH_HOME: the DuckDB store, keys and artifacts live here")
@@ -30,9 +80,17 @@ class Settings(BaseModel):
     server_url: str | None = Field(
         default=None, doc="WORKBENCH_SERVER_URL: a running server the CLI should talk to"
     )
-    max_body_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1,
-        doc="WORKBENCH_MAX_BODY_BYTES: larger request bodies get 413 (512 JSON inputs ~ 8 MB)",
+    limits: Limits = Field(default_factory=Limits, doc="the WORKBENCH_MAX_* limits")
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        doc="WORKBENCH_DATA_ROOTS: directories (os.pathsep-separated) that file:// data URLs may "
+        "name; default: the data dir (WORKBENCH_DATA) alone",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_HOSTS),
+        doc="WORKBENCH_ALLOWED_HOSTS: hosts this server may contact on a caller's behalf "
+        "(dataset_url, global_node_urls, trainer devices, nodes), comma-separated: names, "
+        "'.example.org' suffixes, IPs or networks (10.0.0.0/8), or '*'; default loopback only",
     )
     rate_limit_per_minute: int = Field(
         default=1200, ge=0,
@@ -43,10 +101,30 @@ class Settings(BaseModel):
     def db_path(self) -> Path:
         return self.home / "workbench.duckdb"
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self.limits.max_body_bytes
+
+    @property
+    def file_roots(self) -> list[Path]:
+        """Where file:// data may come from: ``data_roots``, else the data dir."""
+        return list(self.data_roots) or [self.data_dir]
+
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else None
+
+
+_LIMIT_ENV = {
+    "max_params": "WORKBENCH_MAX_PARAMS",
+    "max_activation_bytes": "WORKBENCH_MAX_ACTIVATION_BYTES",
+    "max_world_size": "WORKBENCH_MAX_WORLD_SIZE",
+    "max_queued_runs": "WORKBENCH_MAX_QUEUED_RUNS",
+    "max_download_bytes": "WORKBENCH_MAX_DOWNLOAD_BYTES",
+    "max_decompressed_bytes": "WORKBENCH_MAX_DECOMPRESSED_BYTES",
+    "max_body_bytes": "WORKBENCH_MAX_BODY_BYTES",
+}
 
 
 @lru_cache(maxsize=1)
@@ -64,8 +142,12 @@ def get_settings() -> Settings:
         values["fashion_mnist_dir"] = Path(fashion)
     if workers := _env("WORKBENCH_WORKERS"):
         values["workers"] = int(workers)
-    if max_body := _env("WORKBENCH_MAX_BODY_BYTES"):
-        values["max_body_bytes"] = int(max_body)
+    limits = {field: int(raw) for field, name in _LIMIT_ENV.items() if (raw := _env(name))}
+    values["limits"] = Limits(**limits)
+    if roots := _env("WORKBENCH_DATA_ROOTS"):
+        values["data_roots"] = [Path(r).expanduser() for r in roots.split(os.pathsep) if r]
+    if hosts := _env("WORKBENCH_ALLOWED_HOSTS"):
+        values["allowed_hosts"] = [h.strip() for h in hosts.split(",") if h.strip()]
     if rate_limit := _env("WORKBENCH_RATE_LIMIT_PER_MINUTE"):
         values["rate_limit_per_minute"] = int(rate_limit)
     return Settings(**values)

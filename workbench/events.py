@@ -18,6 +18,15 @@ Types and their ``data``:
                      "parameters_safetensors_b64": str}   (trained weights, see workbench.model)
 - ``run.failed``    {"error": "message"}
 - ``run.cancelled`` {"epoch": 2}
+- ``metrics``       {"batch_id": "b_...", "count": n, "key": [...], "value": [...],
+                     "step": [...], "epoch": [...], "time": [...]}   (n points of a tracked
+                     run, ``workbench.track`` / ``POST /api/runs/{id}/log-batch``, as equal-length
+                     columns; ``time`` in epoch seconds. Stored as ``metrics`` rows in one
+                     INSERT; a ``batch_id`` is applied once, a repeated one is refused)
+
+Runs trained outside workbench (``workbench.track``) have target ``EXTERNAL_TARGET``: they start
+``running`` (a ``run.started`` event with their name, experiment and tags), get ``metrics``
+batches, and end with ``run.completed`` / ``run.failed`` / ``run.cancelled`` sent by the client.
 """
 
 from __future__ import annotations
@@ -36,7 +45,11 @@ EVALUATION = "evaluation"
 RUN_COMPLETED = "run.completed"
 RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
+METRICS = "metrics"
 TERMINAL = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+
+# The target (and model id) of runs trained outside workbench and tracked with workbench.track.
+EXTERNAL_TARGET = "external"
 
 # Per-epoch metric names that the store keeps in long form.
 EPOCH_METRICS = (

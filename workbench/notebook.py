@@ -7,6 +7,9 @@
     wb.infer(run.param_id, x)             # x: (n, 784) normalized inputs
     wb.app()                              # the whole app inline (through JupyterLab's proxy)
 
+    run = wb.init(name="my-cnn", config={"lr": 1e-3})   # track your own training loop
+    wb.watch(model); wb.log({"loss": loss.item()}, step=i); wb.finish()   # workbench.track
+
 A notebook is one more face: everything goes through the front door (``workbench.frontdoor``)
 to the one process that owns ``WORKBENCH_HOME`` -- the ``workbench serve`` or the JupyterLab
 tile's owner if one runs, else an owner started on demand -- over the public REST API. So the
@@ -23,6 +26,8 @@ import numpy as np
 
 from . import events as ev
 from .spec import Architecture, validate_architecture
+from .track import current_run, finish, init, log  # noqa: F401  (track your own training)
+from .track import watch as _watch_model
 
 _client: Any = None
 _lock = threading.Lock()
@@ -217,8 +222,16 @@ def train(
     return handle
 
 
-def watch(run_id: str) -> NotebookRun:
-    """Show any run (started by any face) live in this cell."""
+def watch(target: Any, **options: Any) -> Any:
+    """``watch(run_id)``: show any run (started by any face) live in this cell, a
+    ``NotebookRun``. ``watch(model, log_every=100)``: hooks on a torch module logging TFLOPS
+    and per-layer norms to the current tracked run (``workbench.track.watch``)."""
+    if isinstance(target, str):
+        return _show_run(target)
+    return _watch_model(target, **options)
+
+
+def _show_run(run_id: str) -> NotebookRun:
     c = client()
     handle = NotebookRun(c, run_id, c.get_run(run_id)["epochs_total"])
     from IPython.display import display

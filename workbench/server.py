@@ -164,8 +164,9 @@ def serve(options: ServeOptions) -> int:
     url = f"unix:{options.uds}" if options.uds else f"http://{options.host}:{options.port}"
     print(f"workbench serve: {url}/api  (explorer: /api/explorer); owner of {get_settings().home}",
           file=sys.stderr, flush=True)
-    if not options.uds and (app_key := app.state.generated_key or get_settings().token):
-        # The app's login link (Jupyter-style): opens the app and sets its login cookie.
+    if not options.uds and (app_key := app.state.generated_key):
+        # The app's login link (Jupyter-style): opens the app and sets its login cookie. Only
+        # for a key generated now: a WORKBENCH_TOKEN is the operator's and never printed.
         print(f"workbench serve: the app: http://{options.host}:{options.port}/?token={app_key}",
               file=sys.stderr, flush=True)
     tracker = ActivityTracker(app)

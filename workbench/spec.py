@@ -50,12 +50,13 @@ class Layer(BaseModel):
     """One layer: ``{"type": "linear", "in": 784, "out": 128}``, ``{"type": "relu"}`` or
     ``{"type": "dropout", "p": 0.2}``."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True,
+                              allow_inf_nan=False)
 
     type: str
-    in_: int | None = Field(default=None, alias="in", ge=1, le=65536)
-    out: int | None = Field(default=None, ge=1, le=65536)
-    p: float | None = Field(default=None, ge=0.0, lt=1.0)
+    in_: int | None = Field(default=None, alias="in", ge=1, le=65536, strict=True)
+    out: int | None = Field(default=None, ge=1, le=65536, strict=True)
+    p: float | None = Field(default=None, ge=0.0, lt=1.0, strict=True)
 
     @model_validator(mode="after")
     def _fields_fit_type(self) -> Layer:
@@ -88,9 +89,10 @@ class Architecture(BaseModel):
     ``num_classes`` (default 10) and ``allow_dropout`` (default False).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    input_size: int = Field(ge=1, le=65536, description="features per sample (784 for MNIST)")
+    input_size: int = Field(ge=1, le=65536, strict=True,
+                            description="features per sample (784 for MNIST)")
     layers: list[Layer] = Field(min_length=1, max_length=64)
 
     @model_validator(mode="after")
@@ -157,6 +159,22 @@ class Architecture(BaseModel):
         linear = self.linear_layers
         return [linear[0].in_, *(layer.out for layer in linear)]  # type: ignore[list-item]
 
+    @property
+    def param_count(self) -> int:
+        """Weights and biases of every linear layer (``workbench.model.model_cost`` agrees)."""
+        return sum((x.in_ or 0) * (x.out or 0) + (x.out or 0) for x in self.linear_layers)
+
+    @property
+    def activations_per_sample(self) -> int:
+        """Floats one sample occupies on its way through: the input plus every layer's output
+        (each is kept for the backward pass)."""
+        total, width = self.input_size, self.input_size
+        for layer in self.layers:
+            if layer.type == "linear" and layer.out is not None:
+                width = layer.out
+            total += width
+        return total
+
     def to_json(self) -> dict[str, Any]:
         return {"input_size": self.input_size, "layers": [x.to_json() for x in self.layers]}
 
@@ -202,25 +220,25 @@ class Architecture(BaseModel):
 class CortexModelConfig(BaseModel):
     """Cortex ``neural_model_config``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    input_dim: int = Field(ge=1, le=65536)
-    hidden_dims: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
+    input_dim: int = Field(ge=1, le=65536, strict=True)
+    hidden_dims: list[Annotated[int, Field(ge=1, le=65536, strict=True)]] = Field(
         default_factory=list, max_length=MAX_LINEAR_LAYERS - 1
     )
-    output_dim: int = Field(ge=1, le=65536)
-    dropout_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    output_dim: int = Field(ge=1, le=65536, strict=True)
+    dropout_rate: float = Field(default=0.0, ge=0.0, lt=1.0, strict=True)
 
 
 class Optimizer(BaseModel):
     """``{"type": "sgd", "lr": 0.1, "momentum": 0.0}``; adam and adamw take ``betas``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(default=0.1, gt=0.0, le=10.0)
-    momentum: float = Field(default=0.0, ge=0.0, lt=1.0, description="sgd only")
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    lr: float = Field(default=0.1, gt=0.0, le=10.0, strict=True)
+    momentum: float = Field(default=0.0, ge=0.0, lt=1.0, strict=True, description="sgd only")
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, strict=True)
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="adam/adamw only")
 
     @field_validator("betas")
@@ -239,19 +257,19 @@ class Hyperparams(BaseModel):
     stops after that many epochs without a validation-loss improvement of at least ``min_delta``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    epochs: int = Field(default=5, ge=1, le=1000)
-    batch_size: int = Field(default=64, ge=1, le=65536)
+    epochs: int = Field(default=5, ge=1, le=1000, strict=True)
+    batch_size: int = Field(default=64, ge=1, le=65536, strict=True)
     optimizer: Optimizer = Field(default_factory=Optimizer)
     loss: Literal["cross_entropy"] = "cross_entropy"
-    seed: int = Field(default=42, ge=0, le=2**63 - 1)
-    train_split: float = Field(default=0.9, gt=0.0, le=1.0)
-    shuffle: bool = True
+    seed: int = Field(default=42, ge=0, le=2**63 - 1, strict=True)
+    train_split: float = Field(default=0.9, gt=0.0, le=1.0, strict=True)
+    shuffle: bool = Field(default=True, strict=True)
     dtype: Literal["float32"] = "float32"
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
-    min_delta: float = Field(default=0.0, ge=0.0)
-    max_epochs: int | None = Field(default=None, ge=1, le=1000)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    min_delta: float = Field(default=0.0, ge=0.0, strict=True)
+    max_epochs: int | None = Field(default=None, ge=1, le=1000, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -317,6 +335,48 @@ class Parameters(BaseModel):
                 raise ValueError(
                     f"parameters.layers[{i}].b: expected {a.out} values, got {len(p.b)}"
                 )
+
+
+# ---- submission limits ------------------------------------------------------------------------
+class SubmitError(ValueError):
+    """A submission this server will not store or run: over a limit, or not fitting its data,
+    device or target. ``field`` names the offending request field in the MNIST MLP API's terms
+    (``architecture``, ``hyperparams.batch_size``, ``dataset``, ``device``, ``world_size``,
+    ``data_url``); each API family renames it to its own (``neural_model_config``, ...)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def activation_bytes(architecture: Architecture, batch_size: int, *,
+                     training: bool = True) -> int:
+    """float32 bytes of one batch's activations, and (training) their gradients."""
+    return 4 * batch_size * architecture.activations_per_sample * (2 if training else 1)
+
+
+def check_model_limits(
+    architecture: Architecture, *, batch_size: int | None = None, limits: Any = None,
+    training: bool = True, batch_field: str = "hyperparams.batch_size",
+) -> None:
+    """The one size check every face applies before storing a model or a run (raises
+    :class:`SubmitError`): parameters against ``limits.max_params`` and, given a batch size,
+    activation memory against ``limits.max_activation_bytes`` (``workbench.config.Limits``)."""
+    if limits is None:
+        from .config import get_settings
+
+        limits = get_settings().limits
+    params = architecture.param_count
+    if params > limits.max_params:
+        raise SubmitError("architecture", f"the network has {params:,} parameters; this server "
+                          f"trains at most {limits.max_params:,} (WORKBENCH_MAX_PARAMS)")
+    if batch_size is not None:
+        need = activation_bytes(architecture, batch_size, training=training)
+        if need > limits.max_activation_bytes:
+            raise SubmitError(batch_field, f"a batch of {batch_size} needs {need:,} bytes of "
+                              "activations for this network; this server allows at most "
+                              f"{limits.max_activation_bytes:,} (WORKBENCH_MAX_ACTIVATION_BYTES); "
+                              "use a smaller batch_size or network")
 
 
 def validate_architecture(

@@ -1,4 +1,9 @@
-"""Real ``workbench worker`` processes on 127.0.0.1 for distributed tests."""
+"""Real ``workbench worker`` processes on 127.0.0.1 for distributed tests.
+
+Workers need a token (``WORKBENCH_WORKER_TOKEN``). Importing this module sets the suite's one
+for the test process, so every coordinator the tests start -- in process, or a ``workbench
+serve`` subprocess, which inherits the environment -- presents the token these workers expect.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.utils.server import free_port
-from workbench.distributed.worker import worker_health
+from workbench.distributed.worker import TOKEN_ENV, worker_health
+
+WORKER_TOKEN = "wb-test-worker-token"
+os.environ.setdefault(TOKEN_ENV, WORKER_TOKEN)
 
 
 @contextmanager
-def running_workers(home: Path, count: int = 2) -> Iterator[tuple[list[int], list[subprocess.Popen]]]:
-    """Start ``count`` workers, wait until each answers /health, always stop them."""
+def running_workers(home: Path, count: int = 2, *, token: str | None = None,
+                    ) -> Iterator[tuple[list[int], list[subprocess.Popen]]]:
+    """Start ``count`` workers (their token: ``token``, else the suite's), wait until each
+    answers /health, always stop them."""
     ports = [free_port() for _ in range(count)]
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_OFFLINE": "1"}
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_OFFLINE": "1",
+           TOKEN_ENV: token or os.environ[TOKEN_ENV]}
     procs = [subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--port", str(p)],
                               env=env, stderr=subprocess.DEVNULL) for p in ports]
     try:

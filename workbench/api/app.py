@@ -4,9 +4,10 @@
     app = create_app(service)     # or serve an existing Workbench
 
 This module only assembles: routers per resource (``routes/``), error translation
-(``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``). The API never
-imports the app: ``workbench.server`` (the composition root) mounts the Panel app on the same
-FastAPI app; our routes stay off ``/``, ``/ws`` and ``/static`` for it.
+(``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``), the
+cross-site guard (``csrf.py``: JSON bodies, same-origin ``Origin`` on every write). The API
+never imports the app: ``workbench.server`` (the composition root) mounts the Panel app on the
+same FastAPI app; our routes stay off ``/``, ``/ws`` and ``/static`` for it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from ..auth import KeyRing, bootstrap_admin_key
 from ..config import get_settings
 from ..service import Workbench
 from . import errors
+from .csrf import CrossSiteGuard
 from .deps import require_key
 from .limits import BodyLimit
-from .routes import events, infer, models, params, runs, trainer
+from .routes import events, infer, models, params, runs, tracking, trainer
 from .schemas import Health, InferRequest
 from .v1 import mount_v1
 
@@ -90,13 +92,16 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_key)])
-    for module in (models, events, runs, params, infer):
+    for module in (models, events, runs, params, infer, tracking):
         api.include_router(module.router)
     app.include_router(api)
     mount_v1(app, service)  # the native /api/v1 (workbench.api.v1)
     app.include_router(trainer.router, prefix=API_PREFIX)  # the distributed-trainer API
     trainer.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes)
+    # Outermost of the API's: cross-site writes are refused before any body is read.
+    trainer_paths = [API_PREFIX + getattr(r, "path", "") for r in trainer.router.routes]
+    app.add_middleware(CrossSiteGuard, trainer_paths=trainer_paths)
     _install_openapi(app)
     return app
 
@@ -108,18 +113,20 @@ def _default_service() -> Workbench:
 
 
 def _install_openapi(app: FastAPI) -> None:
-    """Add the schemas of bodies that routes parse themselves (``/infer``) to the document."""
+    """Add the schemas of bodies that routes parse themselves (``/infer``, ``log-batch``) to
+    the document."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description,
                              routes=app.routes)
-        extra = InferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in extra.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components["InferRequest"] = extra
+        for body in (InferRequest, tracking.LogBatch):
+            extra = body.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in extra.pop("$defs", {}).items():
+                components.setdefault(name, definition)
+            components[body.__name__] = extra
         app.openapi_schema = schema
         return schema
 

@@ -8,7 +8,11 @@ Status codes (MNIST MLP API):
 - 409 a hyperparameter override that contradicts the model's stored hyperparameters;
 - 413 body over the upload limit;
 - 422 any other input validation: inference inputs (width, non-finite, batch over 512), query
-  parameters, missing fields.
+  parameters, missing fields, a run that does not fit its dataset, device or target;
+- 503 the run queue is full (``Retry-After`` says when to try again).
+
+Limits (``settings.limits``) are the service's ``SubmitError``: 400 when the field is part of
+the model definition (``architecture``, ``hyperparams.batch_size``), 422 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..service.errors import Conflict, InvalidInput, NotFound
+from ..service.errors import Conflict, InvalidInput, NotFound, QueueFull, SubmitError
 from .schemas import ErrorBody
 
 _DEFINITION_FIELDS = {"architecture", "hyperparams", "parameters"}
@@ -34,6 +38,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown id"},
     413: {"model": ErrorBody, "description": "request body over the size limit"},
     422: {"model": ErrorBody, "description": "input validation failed"},
+}
+QUEUE_FULL_RESPONSE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "the run queue is full; retry after Retry-After"},
 }
 
 
@@ -80,6 +87,12 @@ def validation_error_response(errors: Sequence[Any]) -> Response:
     return error_response(status, detail, validation_messages(errors))
 
 
+def submit_error_response(exc: SubmitError) -> Response:
+    if exc.field.split(".")[0].split("[")[0] in _DEFINITION_FIELDS:
+        return error_response(400, "invalid model definition", [str(exc)])
+    return error_response(422, "input validation failed", [str(exc)])
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
@@ -103,6 +116,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid_input(request: Request, exc: InvalidInput) -> Response:
         return error_response(422, "input validation failed", exc.errors)
+
+    @app.exception_handler(SubmitError)
+    async def _submit(request: Request, exc: SubmitError) -> Response:
+        return submit_error_response(exc)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> Response:
+        return error_response(503, "the run queue is full", [str(exc)],
+                              headers={"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

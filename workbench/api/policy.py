@@ -317,6 +317,7 @@ PUBLIC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/explorer"): "the API explorer page (requests it sends carry the user's key)",
     ("GET", "/docs/oauth2-redirect"): "FastAPI's Swagger UI OAuth helper page (static HTML)",
     ("POST", "/login"): "the app's login form (it checks the key it is given)",
+    ("POST", "/logout"): "ends the app's login session named by the cookie (if any)",
     ("GET", "/favicon.ico"): "the app's icon",
     ("GET", "/components/{path:path}"): "Panel component assets (installed packages' files)",
     ("MOUNT", "/static"): "Panel/Bokeh JS and CSS (installed packages' files)",

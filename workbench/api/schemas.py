@@ -37,26 +37,29 @@ class ModelPublic(BaseModel):
 
 
 class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     hyperparams: Hyperparams | None = Field(
         default=None, description="fields given here override the model's hyperparameters"
     )
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
-    limit: int | None = Field(default=None, ge=1, le=10_000_000,
+    limit: int | None = Field(default=None, ge=1, le=10_000_000, strict=True,
                               description="train on at most this many samples (quick runs)")
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]{1,2})?)$",
                         description="auto | cpu | cuda | cuda:N")
-    cuda_graph: bool = Field(default=True, description="false: eager steps (CUDA only)")
-    offline: bool | None = Field(default=None, description="true: never download; local data")
+    cuda_graph: bool = Field(default=True, strict=True,
+                             description="false: eager steps (CUDA only)")
+    offline: bool | None = Field(default=None, strict=True,
+                                 description="true: never download; local data")
     target: str = Field(default="local", min_length=1, max_length=200,
                         description="where to train: local, local-kernel, distributed or a "
                         "registered node id (GET /api/v1/nodes)")
     strategy: Literal["single", "ddp", "pipeline"] = Field(
         default="single", description="ddp / pipeline: torch.distributed ranks (target "
         "distributed)")
-    world_size: int | None = Field(default=None, ge=1, le=64,
-                                   description="ranks of a ddp / pipeline run (default 2)")
+    world_size: int | None = Field(default=None, ge=1, le=64, strict=True,
+                                   description="ranks of a ddp / pipeline run (default 2; at "
+                                   "most the machine's CPU count, WORKBENCH_MAX_WORLD_SIZE)")
 
 
 class TrainAccepted(BaseModel):

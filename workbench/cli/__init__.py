@@ -23,11 +23,14 @@ from . import keys, nodes, owner, queries, training
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from ..distributed.worker import serve_worker
+    from ..distributed.worker import WorkerTokenError, serve_worker
 
     logging.getLogger("workbench.distributed").setLevel(logging.INFO)
     try:
-        serve_worker(args.host, args.port)
+        serve_worker(args.host, args.port, token_file=args.token_file, max_ranks=args.max_ranks)
+    except WorkerTokenError as exc:
+        print(f"workbench worker: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"workbench worker: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
@@ -53,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (0.0.0.0 for remote coordinators; "
                    "default: %(default)s)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the token jobs must present (default: "
+                   "$WORKBENCH_WORKER_TOKEN, else $WORKBENCH_HOME/worker.token, generated and "
+                   "printed on first start)")
+    p.add_argument("--max-ranks", type=int, default=None,
+                   help="rank processes running at once, at most (default: the CPU count)")
     p.set_defaults(func=cmd_worker)
     return parser
 

@@ -87,6 +87,7 @@ class DatasetInfo:
     files: Mapping[str, RemoteFile]
     mirrors: tuple[str, ...]
     has_bundled_subset: bool = False
+    input_size: int = 784  # features per sample (28 x 28 pixels)
 
 
 DATASETS: dict[str, DatasetInfo] = {

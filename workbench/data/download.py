@@ -252,8 +252,18 @@ def _classify_open_error(exc: BaseException) -> Exception:
     return _Permanent(_describe(exc))
 
 
-def _attempt(url: str, out: IO[bytes], timeout: float, progress: bool, desc: str) -> str:
-    """Stream ``url`` into ``out``; return the MD5 of what was written."""
+def _max_download_bytes() -> int:
+    from workbench.config import get_settings
+
+    return get_settings().limits.max_download_bytes
+
+
+def _attempt(url: str, out: IO[bytes], timeout: float, progress: bool, desc: str,
+             max_bytes: int | None = None) -> str:
+    """Stream ``url`` into ``out`` (a temp file on disk, never memory); return the MD5 of
+    what was written. More than ``max_bytes`` (default ``limits.max_download_bytes``) is a
+    permanent failure of this mirror."""
+    cap = max_bytes if max_bytes is not None else _max_download_bytes()
     try:
         response = _open(url, timeout)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -263,9 +273,15 @@ def _attempt(url: str, out: IO[bytes], timeout: float, progress: bool, desc: str
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
+        if total is not None and total > cap:
+            raise _Permanent(f"{total} bytes is over the download limit of {cap} bytes "
+                             "(WORKBENCH_MAX_DOWNLOAD_BYTES)")
         bar = _progress(progress, total, desc)
         try:
             while chunk := response.read(_CHUNK):
+                if received + len(chunk) > cap:
+                    raise _Permanent(f"more than the download limit of {cap} bytes "
+                                     "(WORKBENCH_MAX_DOWNLOAD_BYTES)")
                 out.write(chunk)
                 h.update(chunk)
                 received += len(chunk)

@@ -15,15 +15,17 @@ than the file name, because caches and mirrors do not always keep the ``.gz`` su
 from __future__ import annotations
 
 import gzip as _gzip
+import io
 import os
 import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-__all__ = ["IDX_DTYPES", "read_idx", "write_idx"]
+__all__ = ["IDX_DTYPES", "read_idx", "read_idx_header", "write_idx"]
 
 # dtype code -> big-endian numpy dtype, as defined by the format's authors.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -40,67 +42,150 @@ _CODES: dict[tuple[str, int], int] = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _load_bytes(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
-) -> tuple[bytes, str]:
-    """Return the raw (possibly compressed) bytes and a label to name them in errors."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "<bytes>"
-    path = Path(source)
+class _Source:
+    """An open binary stream over the (possibly gzip-compressed) IDX bytes, and a label."""
+
+    def __init__(self, source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+                 name: str | None):
+        self.size: int | None = None  # bytes of the raw stream, when known and uncompressed
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.raw: IO[bytes] = io.BytesIO(bytes(source))
+            label = "<bytes>"
+        else:
+            path = Path(source)
+            try:
+                self.raw = open(path, "rb")  # noqa: SIM115 - closed by close()
+            except FileNotFoundError:
+                raise FileNotFoundError(f"IDX file not found: {path}") from None
+            label = str(path)
+        self.label = name or label
+        magic = self.raw.read(2)
+        self.raw.seek(0)
+        self.gzip = magic == _GZIP_MAGIC
+        if self.gzip:
+            self.stream: IO[bytes] = _gzip.GzipFile(  # type: ignore[assignment]
+                fileobj=self.raw, mode="rb")
+        else:
+            self.stream = self.raw
+            self.raw.seek(0, os.SEEK_END)
+            self.size = self.raw.tell()
+            self.raw.seek(0)
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self.stream.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            # EOFError: the gzip stream stops early (an interrupted download).
+            raise ValueError(f"{self.label}: corrupt or truncated gzip stream ({exc})") from None
+
+    def readinto(self, view: memoryview) -> int:
+        done = 0
+        while done < len(view):
+            try:
+                n = self.stream.readinto(view[done:])  # type: ignore[attr-defined]
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ValueError(
+                    f"{self.label}: corrupt or truncated gzip stream ({exc})") from None
+            if not n:
+                break
+            done += n
+        return done
+
+    def close(self) -> None:
+        if self.stream is not self.raw:
+            self.stream.close()
+        self.raw.close()
+
+
+def _max_bytes(max_bytes: int | None) -> int:
+    if max_bytes is not None:
+        return max_bytes
+    from workbench.config import get_settings
+
+    return get_settings().limits.max_decompressed_bytes
+
+
+def _header(src: _Source) -> tuple[int, tuple[int, ...]]:
+    """(dtype code, dims) from the stream's IDX header."""
+    label = src.label
+    head = src.read(4)
+    if len(head) < 4:
+        raise ValueError(
+            f"{label}: not an IDX file (only {len(head)} bytes, need a 4-byte header)")
+    zero, code, ndim = struct.unpack(">HBB", head)
+    if zero != 0 or code not in IDX_DTYPES:
+        raise ValueError(
+            f"{label}: not an IDX file (bad magic number 0x{head.hex()}; expected 0x0000 "
+            f"followed by a dtype code in {[hex(c) for c in IDX_DTYPES]} and a dimension "
+            "count)"
+        )
+    if ndim == 0:
+        raise ValueError(f"{label}: IDX header declares zero dimensions")
+    header_len = 4 + 4 * ndim
+    dims_raw = src.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise ValueError(f"{label}: truncated IDX header ({4 + len(dims_raw)} bytes, need "
+                         f"{header_len} for {ndim} dims)")
+    return code, struct.unpack(f">{ndim}I", dims_raw)
+
+
+def read_idx_header(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
+) -> tuple[np.dtype, tuple[int, ...]]:
+    """(dtype, shape) an IDX file declares, reading only its header (a prefix of the file's
+    bytes is enough, gzip or not)."""
+    src = _Source(source, name)
     try:
-        return path.read_bytes(), str(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"IDX file not found: {path}") from None
+        code, dims = _header(src)
+    finally:
+        src.close()
+    return IDX_DTYPES[code].newbyteorder("="), dims
 
 
 def read_idx(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Parse an IDX file (raw or gzip) from a path or bytes into a native-endian numpy array.
 
     The array is writable and owns its memory (``torch.from_numpy`` warns on read-only ones).
     Raises ``ValueError`` naming the file and what is wrong for truncated or garbage input.
-    """
-    data, label = _load_bytes(source)
-    label = name or label
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = _gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            # EOFError: the gzip stream stops early (an interrupted download).
-            raise ValueError(f"{label}: corrupt or truncated gzip stream ({exc})") from None
 
-    if len(data) < 4:
-        raise ValueError(f"{label}: not an IDX file (only {len(data)} bytes, need a 4-byte header)")
-    zero, code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or code not in IDX_DTYPES:
-        raise ValueError(
-            f"{label}: not an IDX file (bad magic number 0x{data[:4].hex()}; expected 0x0000 "
-            f"followed by a dtype code in {[hex(c) for c in IDX_DTYPES]} and a dimension count)"
-        )
-    if ndim == 0:
-        raise ValueError(f"{label}: IDX header declares zero dimensions")
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise ValueError(
-            f"{label}: truncated IDX header ({len(data)} bytes, need {header_len} for {ndim} dims)"
-        )
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header_len
-    if actual < expected:
-        raise ValueError(
-            f"{label}: truncated IDX data (shape {dims} of {dtype.name} needs {expected} bytes, "
-            f"found {actual})"
-        )
-    if actual > expected:
-        raise ValueError(
-            f"{label}: {actual - expected} unexpected trailing bytes after IDX data of shape {dims}"
-        )
-    array = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=header_len)
-    # astype copies: native byte order, writable, and independent of the `data` buffer.
-    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+    Decompression is streamed: the header is read first and its declared size checked against
+    ``max_bytes`` (default ``settings.limits.max_decompressed_bytes``) before any data is read,
+    so a small gzip bomb costs at most that many bytes, never its inflated size.
+    """
+    src = _Source(source, name)
+    label = src.label
+    try:
+        code, dims = _header(src)
+        header_len = 4 + 4 * len(dims)
+        dtype = IDX_DTYPES[code]
+        expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
+        if src.size is not None:  # uncompressed: the length is known before reading
+            actual = src.size - header_len
+            if actual < expected:
+                raise ValueError(f"{label}: truncated IDX data (shape {dims} of {dtype.name} "
+                                 f"needs {expected} bytes, found {actual})")
+            if actual > expected:
+                raise ValueError(f"{label}: {actual - expected} unexpected trailing bytes after "
+                                 f"IDX data of shape {dims}")
+        limit = _max_bytes(max_bytes)
+        if expected > limit:
+            raise ValueError(f"{label}: IDX data of shape {dims} is {expected} bytes, over the "
+                             f"limit of {limit} bytes (WORKBENCH_MAX_DECOMPRESSED_BYTES)")
+        array = np.empty(dims, dtype=dtype.newbyteorder("="))
+        got = src.readinto(memoryview(array.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+        if got < expected:
+            raise ValueError(f"{label}: truncated IDX data (shape {dims} of {dtype.name} needs "
+                             f"{expected} bytes, found {got})")
+        if src.size is None and src.read(1):
+            raise ValueError(f"{label}: unexpected trailing bytes after IDX data of shape {dims}")
+    finally:
+        src.close()
+    if dtype.itemsize > 1 and not dtype.isnative:
+        array.byteswap(inplace=True)  # big-endian bytes read into a native array
+    return array
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray, gzip: bool = True) -> Path:

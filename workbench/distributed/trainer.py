@@ -14,12 +14,22 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .. import events as ev
-from ..spec import Architecture, error_messages
+from ..outbound import OutboundRefused, check_host, is_host
+from ..spec import Architecture, SubmitError, check_model_limits, error_messages
 from ..store.jobs import DeviceAlreadyRegistered, TrainerJob, TrainerJobs
 from .allocation import allocate
 from .coordinator import JobFailed, run_job
@@ -33,27 +43,49 @@ DEFAULT_MICRO_BATCHES = 4
 
 
 class TrainerError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message = status, message
+        self.headers = headers
+
+
+# The service's SubmitError fields, in this API's vocabulary.
+_SUBMIT_FIELDS = {
+    "architecture": "model_config.layer_sizes",
+    "hyperparams.batch_size": "dataset_config.batch_size",
+    "dataset": "model_config.layer_sizes",
+}
+
+
+def _refused(exc: Exception) -> TrainerError:
+    """A service refusal (``SubmitError`` 400 naming this API's field; ``QueueFull`` 503 with
+    Retry-After) as this API's error."""
+    from ..service.errors import QueueFull
+
+    if isinstance(exc, QueueFull):
+        return TrainerError(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+    assert isinstance(exc, SubmitError)
+    return TrainerError(400, f"{_SUBMIT_FIELDS.get(exc.field, exc.field)}: {exc.message}")
 
 
 # ---- request bodies (the document's fields; unknown extras are ignored, as Flask would) ---------
 class ModelConfig(BaseModel):
-    layer_sizes: list[int] = Field(min_length=2)
+    layer_sizes: list[Annotated[int, Field(strict=True)]] = Field(min_length=2, max_length=64)
 
 
 class Normalize(BaseModel):
-    mean: list[float] = Field(min_length=1, max_length=1)
-    std: list[float] = Field(min_length=1, max_length=1)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    mean: list[Annotated[float, Field(strict=True)]] = Field(min_length=1, max_length=1)
+    std: list[Annotated[float, Field(strict=True, gt=0.0)]] = Field(min_length=1, max_length=1)
 
 
 class DatasetConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = "MNIST"
-    batch_size: int = Field(default=256, ge=1, le=65536)
-    val_batch_size: int = Field(default=1000, ge=1, le=65536)
+    batch_size: int = Field(default=256, ge=1, le=65536, strict=True)
+    val_batch_size: int = Field(default=1000, ge=1, le=65536, strict=True)
     normalize: Normalize | None = None
 
 
@@ -65,14 +97,24 @@ class JobCreate(BaseModel):
 
 
 class DeviceRegister(BaseModel):
-    ip: str = Field(min_length=1, max_length=255)
-    port: int = Field(ge=1, le=65535)
-    job_id: str | int
+    ip: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535, strict=True)
+    job_id: StrictStr | StrictInt
+
+    @field_validator("ip")
+    @classmethod
+    def _ip_is_a_host(cls, ip: str) -> str:
+        if not is_host(ip):
+            raise PydanticCustomError(
+                "host", "must be an IP address or a host name, got {ip}", {"ip": repr(ip[:80])})
+        return ip
 
 
 class TrainRequest(BaseModel):
-    epochs: int = Field(default=10, ge=1, le=1000)
-    learning_rate: float = Field(default=0.1, gt=0, le=10)
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    epochs: int = Field(default=10, ge=1, le=1000, strict=True)
+    learning_rate: float = Field(default=0.1, gt=0, le=10, strict=True)
 
 
 def parse(model: type[BaseModel], body: Any) -> Any:
@@ -107,10 +149,17 @@ class TrainerService:
         req: JobCreate = parse(JobCreate, body)
         sizes = req.model_config_.layer_sizes
         try:
-            Architecture.from_layer_sizes(sizes)
+            arch = Architecture.from_layer_sizes(sizes)
         except (ValidationError, ValueError) as exc:
             raise TrainerError(400, "model_config.layer_sizes: " + "; ".join(error_messages(exc))) from None
         self._dataset(req.dataset_config, sizes)
+        ds = req.dataset_config
+        try:  # the limits every API shares (settings.limits), before the job is stored
+            check_model_limits(arch, batch_size=ds.batch_size)
+            check_model_limits(arch, batch_size=ds.val_batch_size, training=False,
+                               batch_field="dataset_config.val_batch_size")
+        except SubmitError as exc:
+            raise _refused(exc) from None
         return self.jobs.create_job(model_config=req.model_config_.model_dump(),
                                     dataset_config=req.dataset_config.model_dump(exclude_none=True))
 
@@ -135,7 +184,16 @@ class TrainerService:
 
     # -- devices ----------------------------------------------------------------------------
     def register_device(self, body: Any) -> int:
-        req: DeviceRegister = parse(DeviceRegister, body)
+        try:
+            req: DeviceRegister = DeviceRegister.model_validate(body)
+        except ValidationError as exc:
+            # A bad ip is 422 naming it; the other fields keep the document's 400.
+            status = 422 if all(e["loc"][:1] == ("ip",) for e in exc.errors()) else 400
+            raise TrainerError(status, "; ".join(error_messages(exc))) from None
+        try:
+            check_host(req.ip, what="ip")
+        except OutboundRefused as exc:
+            raise TrainerError(422, str(exc)) from None
         job = self.get_job(str(req.job_id))
         if job.status == "training":
             raise TrainerError(409, f"job {job.job_id} is training; register devices before")
@@ -174,9 +232,11 @@ class TrainerService:
             try:
                 health = worker_health(device.ip, device.port, timeout_s=5.0)
             except (WorkerUnreachable, RuntimeError) as exc:
+                # Not echoed: refused / timeout / another service's answer read the same.
+                log.info("device %s (%s:%s): %s", device.device_id, device.ip, device.port, exc)
                 raise TrainerError(400, f"device {device.device_id} ({device.ip}:{device.port}) "
                                    f"is unreachable: start `workbench worker --port "
-                                   f"{device.port}` there ({exc})") from None
+                                   f"{device.port}` there") from None
             score = float(health.get("score_tflops") or 0) or 1e-6
             self.jobs.set_device_score(device_id=device.device_id, score=score)
             scores.append(score)
@@ -203,7 +263,15 @@ class TrainerService:
             if job.status not in ("initialized", "completed", "failed") or not job.allocation:
                 raise TrainerError(400, f"job {job_id} is not initialized; "
                                    f"POST /api/network/initialize/{job_id} first")
-            run_id, dist_job, ranks = self._prepare(job, req)
+            try:
+                self.service.check_queue()
+                run_id, dist_job, ranks = self._prepare(job, req)
+            except Exception as exc:
+                from ..service.errors import QueueFull
+
+                if isinstance(exc, (SubmitError, QueueFull)):
+                    raise _refused(exc) from None
+                raise
             self.jobs.update_job(job_id=job_id, status="training", error=None, run_id=run_id,
                                  train_config=req.model_dump(), progress={"epoch": 0,
                                                                           "epochs": req.epochs})

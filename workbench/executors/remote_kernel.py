@@ -94,9 +94,11 @@ class JupyterServerClient:
                 "check the token it was started with (`jupyter server list` on that machine)"
             )
         if response.status_code >= 400:
+            # The status only: the body of whatever answered is never echoed to a caller.
+            log.info("Jupyter Server %s: %s %s answered HTTP %s: %.200s", self.url, method,
+                     path, response.status_code, response.text)
             raise NodeError(
-                f"Jupyter Server {self.url}: {method} {path} answered HTTP "
-                f"{response.status_code}: {response.text[:200]}"
+                f"Jupyter Server {self.url}: {method} {path} answered HTTP {response.status_code}"
             )
         return response
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..outbound import OutboundRefused, check_host
 from .distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
 from .registry import LOCAL
 
@@ -50,9 +51,26 @@ def choose(target: str | None, *, strategy: str = "single",
                           f"(local rank processes), not on {target!r}; use global_node_urls "
                           "for workbench workers")
     size = DEFAULT_WORLD_SIZE if world_size is None else world_size
-    if not 1 <= size <= 64:
-        raise TargetError("world_size", f"must be between 1 and 64, got {size}")
+    check_local_world_size(size)
     return DISTRIBUTED, {"strategy": strategy, "world_size": size}
+
+
+def check_local_world_size(size: int) -> None:
+    """Local ranks are processes on this machine: at most ``limits.world_size_cap`` of them
+    (``WORKBENCH_MAX_WORLD_SIZE``, default the CPU count)."""
+    from ..config import get_settings
+
+    cap = get_settings().limits.world_size_cap
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= cap:
+        raise TargetError("world_size", f"must be between 1 and {cap} (the local ranks this "
+                          f"machine runs: WORKBENCH_MAX_WORLD_SIZE, default its CPU count), "
+                          f"got {size!r}")
+
+
+def _is_ready_worker(health: Any) -> bool:
+    """A workbench worker's ``/health``: ``{"status": "ok", "device", "score_tflops", ...}``."""
+    return (isinstance(health, dict) and health.get("status") == "ok"
+            and "score_tflops" in health and "device" in health)
 
 
 def _http_form(url: str) -> str:
@@ -91,15 +109,22 @@ def from_node_urls(service: Workbench, urls: list[str], *,
         if parts.scheme != "http" or parts.path or parts.port is None:
             raise TargetError(field, f"{url} is not a registered node (see GET /api/v1/nodes) "
                               "nor a workbench worker address (http://host:port)")
+        host = parts.hostname or ""
         try:
-            health = worker_health(parts.hostname or "", parts.port, timeout_s=WORKER_TIMEOUT_S)
-        except (WorkerUnreachable, RuntimeError) as exc:
-            raise TargetError(field, f"{url} is not a registered node, and no workbench worker "
-                              f"answers there ({exc}); start one with `workbench worker --port "
-                              f"{parts.port}` or register the node first") from None
-        if health.get("status") != "ok":
-            raise TargetError(field, f"the workbench worker at {url} is not ready: {health}")
-        workers.append(f"{parts.hostname}:{parts.port}")
+            check_host(host)
+        except OutboundRefused as exc:
+            raise TargetError(field, f"{url} is not a registered node, and {exc}") from None
+        try:
+            health = worker_health(host, parts.port, timeout_s=WORKER_TIMEOUT_S)
+        except (WorkerUnreachable, RuntimeError, ValueError):
+            health = None
+        # One message whatever happened (refused, timeout, an HTTP error, some other service's
+        # JSON): nothing of the remote answer is echoed.
+        if not _is_ready_worker(health):
+            raise TargetError(field, f"{url} is not a registered node, and no ready workbench "
+                              f"worker answers there; start one with `workbench worker --port "
+                              f"{parts.port}` or register the node first")
+        workers.append(f"{host}:{parts.port}")
     if nodes:
         if len(urls) > 1:
             raise TargetError("global_node_urls", f"global_node_urls[{nodes[0][0]}] is a "

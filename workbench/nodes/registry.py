@@ -76,9 +76,15 @@ class NodeRegistry:
     def register(
         self, url: str, token: str, *, name: str | None = None, region: str | None = None
     ) -> NodeRecord:
-        """Probe the server and store it. Raises ValueError (bad or duplicate url, empty token),
-        ``NodeAuthError`` (token refused), ``NodeUnreachableError``, ``NodeError``."""
+        """Probe the server and store it. Raises ValueError (bad or duplicate url, a host not in
+        ``settings.allowed_hosts``, empty token), ``NodeAuthError`` (token refused),
+        ``NodeUnreachableError``, ``NodeError``."""
         url = normalize_url(url)
+        from urllib.parse import urlsplit
+
+        from ..outbound import check_host
+
+        check_host(urlsplit(url).hostname or "", what="url: host")  # OutboundRefused
         if not token or not token.strip():
             raise ValueError("token must not be empty: give the Jupyter Server's token")
         existing = self.store.find_node(url=url)

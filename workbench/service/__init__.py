@@ -5,7 +5,8 @@ them touch the store or the engine directly.
 """
 
 from .bus import EventBus
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound, QueueFull, SubmitError
 from .workbench import Workbench
 
-__all__ = ["Conflict", "EventBus", "InvalidInput", "NotFound", "Workbench"]
+__all__ = ["Conflict", "EventBus", "InvalidInput", "NotFound", "QueueFull", "SubmitError",
+           "Workbench"]

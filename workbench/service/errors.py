@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Raised by the service's submit checks (defined with the spec, which is torch-free).
+from ..spec import SubmitError
+
 
 class NotFound(KeyError):
     """An unknown (or malformed) id. ``kind`` is "model", "run" or "param"."""
@@ -25,3 +28,15 @@ class InvalidInput(ValueError):
     def __init__(self, errors: list[str]):
         super().__init__("; ".join(errors))
         self.errors = errors
+
+
+class QueueFull(RuntimeError):
+    """The run queue holds ``limits.max_queued_runs`` runs; try again after ``retry_after_s``."""
+
+    def __init__(self, queued: int, limit: int, retry_after_s: int = 5):
+        super().__init__(f"the run queue is full ({queued} runs waiting, the limit is {limit}: "
+                         "WORKBENCH_MAX_QUEUED_RUNS); try again later")
+        self.queued, self.limit, self.retry_after_s = queued, limit, retry_after_s
+
+
+__all__ = ["Conflict", "InvalidInput", "NotFound", "QueueFull", "SubmitError"]

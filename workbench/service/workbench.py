@@ -12,10 +12,12 @@ server can re-dispatch runs that never started (``resume_queued``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,12 +26,19 @@ from pydantic import ValidationError
 from .. import events as ev
 from ..config import get_settings
 from ..executors.base import Executor, RunHandle
-from ..spec import Architecture, Hyperparams, Parameters, validate_architecture
+from ..spec import (
+    Architecture,
+    Hyperparams,
+    Parameters,
+    SubmitError,
+    check_model_limits,
+    validate_architecture,
+)
 from ..store import ModelRecord, ParamRecord, RunRecord, Store
 from ..train import TrainResult
 from ..train.job import RunSpec, execute
 from .bus import EventBus
-from .errors import Conflict, NotFound
+from .errors import Conflict, InvalidInput, NotFound, QueueFull
 from .inference import ModelCache, build_loaded, check_inputs, forward, loaded_from_blob
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,7 @@ class Workbench:
         self._executors: dict[str, Executor] = {}
         self._lock = threading.RLock()
         self._pending: deque[tuple[str, str, RunSpec]] = deque()  # (run_id, target, spec)
+        self._admitting = 0  # submissions past the queue check, not yet in _pending
         self._active: dict[str, RunHandle] = {}
         self._ended: set[str] = set()  # terminal before submit() returned
         self._closed = False
@@ -89,9 +99,11 @@ class Workbench:
         self, architecture: dict[str, Any], hyperparams: dict[str, Any] | None = None,
         *, name: str | None = None, allow_dropout: bool = False,
     ) -> ModelRecord:
-        """Validate and store a model definition (raises pydantic ``ValidationError``)."""
+        """Validate and store a model definition (raises pydantic ``ValidationError``, or
+        ``SubmitError`` for a network over ``settings.limits``)."""
         arch = validate_architecture(architecture, allow_dropout=allow_dropout)
         hp = Hyperparams.model_validate(hyperparams or {})
+        check_model_limits(arch, batch_size=hp.batch_size)
         return self.store.create_model(
             architecture=arch.to_json(), hyperparams=hp.to_json(), name=name
         )
@@ -130,15 +142,127 @@ class Workbench:
         self, model_id: str, *, hyperparams: dict[str, Any] | None = None,
         dataset: str = "mnist", target: str = "local",
     ) -> tuple[RunRecord, Hyperparams]:
-        from ..data import canonical_name
-
+        """Store a run of ``model_id`` (not queued) after the size and data checks
+        (``SubmitError``)."""
         model = self.get_model(model_id)
         hp = self.resolve_hyperparams(model, hyperparams)
-        run = self.store.create_run(
+        arch = validate_architecture(model.architecture, allow_dropout=True)
+        check_model_limits(arch, batch_size=hp.batch_size)
+        self._check_data(arch, dataset, None)
+        return self._store_run(model_id, hp, dataset, target), hp
+
+    def _store_run(self, model_id: str, hp: Hyperparams, dataset: str, target: str) -> RunRecord:
+        from ..data import canonical_name
+
+        return self.store.create_run(
             model_id=model_id, hyperparams=hp.to_json(), epochs_total=hp.epochs,
             dataset=canonical_name(dataset), target=target,
         )
-        return run, hp
+
+    # ---- admission: every check a run passes before anything is stored -----------------------
+    def check_submission(
+        self, architecture: Architecture, hyperparams: Hyperparams, *, dataset: str = "mnist",
+        target: str = "local", device: str = "auto",
+        spec_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """Raise ``SubmitError`` (or ``QueueFull``) for a run that this server would store only
+        to fail later: a network or batch over ``settings.limits``, data whose feature count is
+        not the model's ``input_size`` (a built-in dataset, or the data at ``data_url``, which
+        must be allowed by ``workbench.outbound``), more local ranks than the machine runs, a
+        CUDA device the target lacks, a full queue. Faces that create a model for the run
+        (Cortex jobs) call it before creating the model; ``start_run`` calls it too."""
+        overrides = spec_overrides or {}
+        check_model_limits(architecture, batch_size=hyperparams.batch_size)
+        self._check_placement(target, overrides)
+        self._check_device(device, target, overrides)
+        self._check_data(architecture, dataset, overrides.get("data_url"))
+        with self._lock:
+            self._check_queue()
+
+    def check_queue(self) -> None:
+        """``QueueFull`` when ``limits.max_queued_runs`` runs are already waiting."""
+        with self._lock:
+            self._check_queue()
+
+    def _check_queue(self) -> None:
+        limit = get_settings().limits.max_queued_runs
+        queued = len(self._pending) + self._admitting
+        if queued >= limit:
+            raise QueueFull(queued, limit)
+
+    @contextlib.contextmanager
+    def _admission(self) -> Iterator[None]:
+        """A queue slot held while a run is stored and enqueued (QueueFull when none is left)."""
+        with self._lock:
+            self._check_queue()
+            self._admitting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitting -= 1
+
+    @staticmethod
+    def _check_placement(target: str, overrides: dict[str, Any]) -> None:
+        from ..executors.distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
+        from ..executors.targets import TargetError, check_local_world_size
+
+        if target != DISTRIBUTED or overrides.get("workers"):
+            return  # workbench workers are machines of their own: one rank each
+        size = overrides.get("world_size") or 1
+        if overrides.get("strategy", "single") == "single":
+            size = max(size, DEFAULT_WORLD_SIZE)  # what the distributed executor will run
+        try:
+            check_local_world_size(size)
+        except TargetError as exc:
+            raise SubmitError(exc.field, exc.message) from None
+
+    def _check_device(self, device: str, target: str, overrides: dict[str, Any]) -> None:
+        if not device.startswith("cuda"):
+            return
+        from ..executors.distributed import DISTRIBUTED
+        from ..executors.registry import LOCAL, LOCAL_KERNEL
+
+        if target in (LOCAL, LOCAL_KERNEL) or (target == DISTRIBUTED
+                                                and not overrides.get("workers")):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SubmitError("device", f"{device!r}: this server has no CUDA device "
+                                  "(torch.cuda.is_available() is false); use 'auto' or 'cpu'")
+            index = int(device.partition(":")[2] or 0)
+            if index >= torch.cuda.device_count():
+                raise SubmitError("device", f"{device!r}: this server has "
+                                  f"{torch.cuda.device_count()} CUDA device(s)")
+            return
+        find = getattr(self.store, "get_node", None)
+        node = find(target) if find is not None else None
+        if node is not None and "cuda" not in (node.capabilities or []):
+            raise SubmitError("device", f"{device!r}: node {target} has no CUDA device")
+
+    @staticmethod
+    def _check_data(architecture: Architecture, dataset: str, data_url: str | None) -> None:
+        from ..data import DATASETS, canonical_name
+
+        if data_url:
+            from ..data.urls import DataUrlError, probe_url
+
+            try:
+                shape = probe_url(data_url)
+            except DataUrlError as exc:
+                raise SubmitError("data_url", str(exc)) from None
+            if shape.samples < 1:
+                raise SubmitError("data_url", "the data has no training samples")
+            if shape.features != architecture.input_size:
+                raise SubmitError("data_url", f"x_train has {shape.features} features per "
+                                  f"sample but the model takes {architecture.input_size} "
+                                  "(input_size)")
+            return
+        info = DATASETS[canonical_name(dataset)]
+        if info.input_size != architecture.input_size:
+            raise SubmitError("dataset", f"{info.title} has {info.input_size} features per "
+                              f"sample but the model takes {architecture.input_size} "
+                              "(input_size)")
 
     def run_spec(self, run: RunRecord, **overrides: Any) -> RunSpec:
         model = self.get_model(run.model_id)
@@ -177,11 +301,17 @@ class Workbench:
             raise ValueError(f"limit: must be a positive number of samples, got {limit}")
         if initial_param_id is not None:
             self.get_param_record(initial_param_id)  # NotFound before anything is queued
-        run, _ = self.create_run(model_id, hyperparams=hyperparams, dataset=dataset, target=target)
-        options = {"device": device, "limit": limit, "spec_overrides": spec_overrides or {},
-                   "initial_param_id": initial_param_id}
-        self.record_event(ev.make_event(RUN_QUEUED, run.run_id, target=target, **options))
-        self._enqueue(run.run_id, target, self._dispatch_spec(run, options))
+        model = self.get_model(model_id)
+        hp = self.resolve_hyperparams(model, hyperparams)
+        arch = validate_architecture(model.architecture, allow_dropout=True)
+        self.check_submission(arch, hp, dataset=dataset, target=target, device=device,
+                              spec_overrides=spec_overrides)
+        with self._admission():
+            run = self._store_run(model_id, hp, dataset, target)
+            options = {"device": device, "limit": limit, "spec_overrides": spec_overrides or {},
+                       "initial_param_id": initial_param_id}
+            self.record_event(ev.make_event(RUN_QUEUED, run.run_id, target=target, **options))
+            self._enqueue(run.run_id, target, self._dispatch_spec(run, options))
         return self.get_run(run.run_id)
 
     def _dispatch_spec(self, run: RunRecord, options: dict[str, Any]) -> RunSpec:
@@ -276,6 +406,95 @@ class Workbench:
         else:  # never started here (queued, or orphaned by a missing executor)
             self.record_event(ev.make_event(ev.RUN_CANCELLED, run_id, epoch=run.epoch))
         return self.get_run(run_id)
+
+    # ---- external runs (workbench.track) ---------------------------------------------------
+    def create_external_run(
+        self, *, name: str, experiment: str = "default", config: dict[str, Any] | None = None,
+        tags: list[str] | None = None, device: str | None = None,
+    ) -> RunRecord:
+        """A run trained outside workbench (``workbench.track``): created ``running`` with
+        target ``"external"``; its name, experiment, tags and config are the run's hyperparams
+        (``{"name", "experiment", "tags", "config"}``) and its ``run.started`` event."""
+        meta = {"name": name, "experiment": experiment, "tags": list(tags or [])}
+        run = self.store.create_external_run(hyperparams={**meta, "config": dict(config or {})})
+        self.record_event(ev.make_event(ev.RUN_STARTED, run.run_id, device=device,
+                                        epochs_total=0, external=True, **meta))
+        return self.get_run(run.run_id)
+
+    def _external_run(self, run_id: str, *, live: bool) -> RunRecord:
+        run = self.get_run(run_id)
+        if run.target != ev.EXTERNAL_TARGET:
+            raise Conflict(f"run {run_id} is trained by workbench (target {run.target!r}); only "
+                           "external runs (POST /api/runs) take logged metrics or a finish")
+        if live and run.is_terminal:
+            raise Conflict(f"run {run_id} is already {run.state}; it takes no more metrics")
+        return run
+
+    def log_metrics(self, run_id: str, columns: dict[str, list[Any]], *,
+                    batch_id: str | None = None) -> tuple[int | None, bool]:
+        """Store a batch of points of an external run (columns key, value, step, epoch, time
+        of equal length): one ``metrics`` event through the write path. Returns (event id,
+        stored); a ``batch_id`` the run already has stores nothing: (None, False)."""
+        from ..store.events import DuplicateBatch
+
+        self._external_run(run_id, live=True)
+        event = ev.make_event(ev.METRICS, run_id, batch_id=batch_id,
+                              count=len(columns.get("value") or ()), **columns)
+        try:
+            event_id = self.store.apply_event(event)
+        except DuplicateBatch:
+            return None, False
+        event = {**event, "id": event_id}
+        with self._runs_lock:
+            self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
+            self._runs.pop(run_id, None)
+        self.bus.publish(event)
+        return event_id, True
+
+    def finish_external_run(self, run_id: str, state: str = "succeeded", *,
+                            error: str | None = None) -> RunRecord:
+        """End an external run: ``succeeded``, ``failed`` (with ``error``) or ``cancelled``.
+        Finishing again in the same state is a no-op (a retried request); another is Conflict."""
+        kinds = {"succeeded": ev.RUN_COMPLETED, "failed": ev.RUN_FAILED,
+                 "cancelled": ev.RUN_CANCELLED}
+        if state not in kinds:
+            raise ValueError(f"state: one of {', '.join(kinds)}, got {state!r}")
+        run = self._external_run(run_id, live=False)
+        if run.is_terminal:
+            if run.state == state:
+                return run
+            raise Conflict(f"run {run_id} is already {run.state}; it cannot become {state}")
+        data: dict[str, Any] = {}
+        if state == "failed":
+            data["error"] = error or "failed"
+        elif error:
+            data["message"] = error
+        self.record_event(ev.make_event(kinds[state], run_id, **data))
+        with self._lock:
+            self._ended.discard(run_id)  # never dispatched here: nothing waits for it
+        return self.get_run(run_id)
+
+    def external_run_info(self, run_id: str) -> tuple[RunRecord, dict[str, Any]]:
+        """An external run and its ``{"name", "experiment", "tags", "config"}``."""
+        run = self._external_run(run_id, live=False)
+        hp = run.hyperparams or {}
+        return run, {"name": hp.get("name"), "experiment": hp.get("experiment"),
+                     "tags": list(hp.get("tags") or []), "config": hp.get("config") or {}}
+
+    def run_owner_key(self, run_id: str, owner_type: str = "run.owner") -> str | None:
+        """The key id that started a run (its first ``owner_type`` event), cached: it never
+        changes once logged."""
+        owners: dict[str, str | None] = self.__dict__.setdefault("_owner_keys", {})
+        if run_id in owners:
+            return owners[run_id]
+        event = self.store.event_of_type(run_id, owner_type)
+        key_id = (event or {}).get("data", {}).get("key_id")
+        owner = key_id if isinstance(key_id, str) else None
+        if event is not None:
+            if len(owners) >= _RUN_CACHE_MAX:
+                owners.clear()
+            owners[run_id] = owner
+        return owner
 
     def wait_run(self, run_id: str, timeout: float | None = None) -> RunRecord:
         """Block until the run is terminal (or ``timeout`` s passed); returns its record."""
@@ -380,7 +599,13 @@ class Workbench:
         started = time.perf_counter()
         arch = validate_architecture(architecture)
         params = Parameters.model_validate(parameters)
-        loaded = build_loaded(None, None, arch, from_parameters(arch, params))
+        tensors = from_parameters(arch, params)
+        bad = [f"parameters.layers[{name.split('.')[0]}]."
+               f"{'W' if name.endswith('weight') else 'b'}: contains non-finite values"
+               for name, t in tensors.items() if not bool(t.isfinite().all())]
+        if bad:
+            raise InvalidInput(bad)
+        loaded = build_loaded(None, None, arch, tensors)
         x = check_inputs(inputs, arch.input_size)
         return forward(loaded, x, logits=logits, probabilities=probabilities, labels=labels,
                        started=started)

@@ -8,6 +8,7 @@ entity in sibling modules, each small and with one job:
     events.py      event log, ``apply_event``  params.py   trained weights (safetensors)
     metrics.py     long-form metrics           sql.py      the user's read-only query
     keys.py        API-key hashes              nodes.py    registered compute nodes
+    sandbox.py     what user SQL may read      values.py   JSON and id helpers
 
 One ``duckdb`` connection per ``Store`` guarded by a re-entrant lock, so the server may apply
 events from several threads. Every write is one transaction (``apply_event`` commits per event),

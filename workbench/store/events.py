@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 import numbers
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -27,6 +28,17 @@ from workbench.store.times import aware, to_db, utcnow
 from workbench.store.values import dumps, loads
 
 _B64_KEY = "parameters_safetensors_b64"
+_BATCH_RUNS_MAX = 1024  # runs whose applied batch ids are kept in memory (re-read when evicted)
+_METRIC_COLUMNS = ("key", "value", "step", "epoch", "time")
+_MAX_TIME_S = 1e11  # year ~5100: larger "seconds" are not (milliseconds, most likely)
+
+
+class DuplicateBatch(ValueError):
+    """A ``metrics`` event whose ``batch_id`` this run already has (nothing was stored)."""
+
+    def __init__(self, run_id: str, batch_id: str):
+        super().__init__(f"run {run_id} already has metrics batch {batch_id!r}")
+        self.run_id, self.batch_id = run_id, batch_id
 
 
 def _to_db_time(value: Any) -> datetime:
@@ -52,10 +64,77 @@ def _int_or(value: Any, default: int | None = None) -> int | None:
     return int(value) if _is_number(value) and math.isfinite(float(value)) else default
 
 
+def _metric_columns(data: Mapping[str, Any], when: datetime) -> dict[str, Any]:
+    """The columns of a ``metrics`` event as numpy arrays of one length (ValueError if the
+    event is malformed). Points whose value is not finite are dropped; a missing epoch is 0, a
+    missing step is NULL, a missing or unusable time is the event's."""
+    import numpy as np
+
+    raw_values = data.get("value")
+    n = 0 if raw_values is None else len(raw_values)
+    for name in _METRIC_COLUMNS:
+        column = data.get(name)
+        if column is not None and (isinstance(column, (str, bytes, Mapping))
+                                   or not hasattr(column, "__len__") or len(column) != n):
+            raise ValueError(f"metrics: column {name!r} must be a list of {n} entries")
+    keys = data.get("key")
+    if keys is None or any(not isinstance(k, str) for k in keys):
+        raise ValueError("metrics: 'key' must be a list of strings")
+
+    def floats(name: str) -> Any:  # None -> NaN
+        column = data.get(name)
+        if column is None:
+            return np.full(n, np.nan)
+        try:
+            return np.array(column, dtype=np.float64).reshape(n)
+        except (TypeError, ValueError):
+            raise ValueError(f"metrics: {name!r} must be a list of numbers") from None
+
+    value = floats("value")
+    seconds = floats("time")
+    default_s = when.replace(tzinfo=timezone.utc).timestamp()
+    seconds[~(np.isfinite(seconds) & (seconds >= 0) & (seconds < _MAX_TIME_S))] = default_s
+    epoch = np.nan_to_num(floats("epoch"), nan=0.0, posinf=0.0, neginf=0.0)
+    epoch = np.clip(epoch, 0, 2**31 - 1).astype(np.int32)
+    try:  # integral steps, the usual case: exact int64
+        step = np.array(data.get("step") if data.get("step") is not None else np.zeros(n),
+                        dtype=np.int64).reshape(n)
+        step_null = np.zeros(n, dtype=bool) if data.get("step") is not None \
+            else np.ones(n, dtype=bool)
+    except (TypeError, ValueError, OverflowError):  # None (NULL) or non-integral entries
+        as_float = floats("step")
+        step_null = ~np.isfinite(as_float) | (np.abs(as_float) >= 2.0**63)
+        as_float[step_null] = 0
+        step = as_float.astype(np.int64)
+    keep = np.isfinite(value)
+    names = np.array(keys, dtype=object).reshape(n)
+    return {
+        "name": names[keep], "value": value[keep], "epoch": epoch[keep], "step": step[keep],
+        "step_null": step_null[keep],
+        "time": (seconds[keep] * 1e6).astype(np.int64).astype("datetime64[us]"),
+    }
+
+
+def _insert_metrics(con: duckdb.DuckDBPyConnection, run_id: str, columns: dict[str, Any]) -> None:
+    """One INSERT of a whole batch: the numpy columns are scanned by DuckDB in place."""
+    view = "_workbench_metrics_batch"
+    con.register(view, columns)
+    try:
+        con.execute(
+            f"INSERT INTO metrics SELECT ?, epoch, CASE WHEN step_null THEN NULL ELSE step END, "
+            f"name, value, time FROM {view}",
+            [run_id],
+        )
+    finally:
+        con.unregister(view)
+
+
 class EventsMixin:
     """Event methods of ``Store``."""
 
     if TYPE_CHECKING:  # provided by StoreConnection, RunsMixin and ParamsMixin
+        _lock: threading.RLock
+
         def _tx(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
         def _read(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
 
@@ -105,6 +184,8 @@ class EventsMixin:
         if not isinstance(data, Mapping):
             raise ValueError("an event's 'data' must be a mapping")
         when = _to_db_time(event.get("time"))
+        if type_ == ev.METRICS:
+            return self._apply_metrics_event(run_id, data, when)
 
         with self._tx() as con:
             row = con.execute(
@@ -117,6 +198,81 @@ class EventsMixin:
             if state not in TERMINAL_STATES:
                 logged = self._apply(con, type_, run_id, model_id, state, data, when, logged)
             return self._append_event(con, run_id, type_, when, logged)
+
+    # -- metrics batches (workbench.track) -----------------------------------------------------
+
+    def _applied_batches(self, con: duckdb.DuckDBPyConnection, run_id: str) -> set[str]:
+        """The batch ids already stored for ``run_id`` (read from the event log once per run,
+        then kept up to date in memory: this process is the store's only writer)."""
+        cache: dict[str, set[str]] = self.__dict__.setdefault("_metric_batches", {})
+        seen = cache.get(run_id)
+        if seen is None:
+            rows = con.execute(
+                "SELECT data->>'batch_id' FROM events WHERE run_id = ? AND type = ?",
+                [run_id, ev.METRICS],
+            ).fetchall()
+            seen = {r[0] for r in rows if r[0] is not None}
+            while len(cache) >= _BATCH_RUNS_MAX:
+                cache.pop(next(iter(cache)))
+            cache[run_id] = seen
+        return seen
+
+    def _apply_metrics_event(self, run_id: str, data: Mapping[str, Any], when: datetime) -> int:
+        """A ``metrics`` batch: every point becomes a ``metrics`` row (one INSERT of the whole
+        batch), the event is logged once; a ``batch_id`` seen before raises DuplicateBatch."""
+        batch_id = data.get("batch_id")
+        if batch_id is not None and not isinstance(batch_id, str):
+            raise ValueError("a metrics batch_id must be a string")
+        columns = _metric_columns(data, when)
+        logged = {"batch_id": batch_id, "count": len(columns["value"]),
+                  **{k: data.get(k) for k in _METRIC_COLUMNS}}
+        with self._lock, self._tx() as con:
+            # fetchall: DuckDB refuses register() while a result is still open
+            rows = con.execute("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchall()
+            if not rows:
+                raise ValueError(f"event for unknown run {run_id!r}")
+            row = rows[0]
+            seen = self._applied_batches(con, run_id) if batch_id is not None else None
+            if seen is not None and batch_id in seen:
+                raise DuplicateBatch(run_id, batch_id)
+            if row[0] not in TERMINAL_STATES and len(columns["value"]):
+                _insert_metrics(con, run_id, columns)
+                top = int(columns["epoch"].max())
+                con.execute(
+                    "UPDATE runs SET epoch = greatest(epoch, ?), updated_at = ? WHERE run_id = ?",
+                    [top, utcnow(), run_id],
+                )
+            event_id = self._append_event_text(con, run_id, ev.METRICS, when, logged)
+            if seen is not None:
+                seen.add(batch_id)  # type: ignore[arg-type]  # a str (checked above)
+            return event_id
+
+    @staticmethod
+    def _append_event_text(
+        con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime,
+        data: Mapping[str, Any],
+    ) -> int:
+        """``_append_event`` for large data: orjson (non-finite floats become null)."""
+        import orjson
+
+        row = con.execute(
+            "INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?) RETURNING id",
+            [run_id, type_, when, orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()],
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def event_of_type(self, run_id: str, type_: str) -> dict[str, Any] | None:
+        """The first logged event of ``type_`` of a run (its data, time and id), or None."""
+        rows = self._read(
+            "SELECT id, time, data FROM events WHERE run_id = ? AND type = ? ORDER BY id LIMIT 1",
+            [run_id, type_],
+        )
+        if not rows:
+            return None
+        i, when, data = rows[0]
+        return {"id": int(i), "type": type_, "run_id": run_id,
+                "time": aware(when).timestamp(), "data": loads(data) or {}}
 
     def _apply(
         self,

@@ -1,4 +1,5 @@
-"""API keys in the store: only sha256 hashes are kept, never the keys themselves.
+"""API keys in the store: only hashes are kept, never the keys themselves (HMAC-SHA256 with
+the server's secret; older stores hold plain sha256 digests, upgraded on first use).
 
 A mixin of :class:`workbench.store.Store` (it uses the store's ``_tx``/``_read`` helpers), so
 callers write ``store.create_api_key(name=..., key_hash=...)`` like every other store method.
@@ -25,7 +26,7 @@ _COLUMNS = "key_id, name, hash, permissions, created_at, expires_at, revoked_at,
 class ApiKeyRecord:
     key_id: str
     name: str
-    hash: str  # sha256 hex of the key
+    hash: str  # "hmac-sha256$<hex>" of the key (a bare sha256 hex in older stores)
     permissions: str  # "admin" | "read" | comma-separated scopes (later issues)
     created_at: datetime
     expires_at: datetime | None
@@ -99,6 +100,20 @@ class KeysMixin:
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE key_id = ? "
                 "RETURNING key_id", [now, key_id],
             ).fetchone()
+        return row is not None
+
+    def set_api_key_hash(self, *, key_id: str, key_hash: str) -> bool:
+        """Replace a key's stored hash (an upgrade to the current hashing); False if no such key."""
+        with self._tx() as con:
+            row = con.execute("UPDATE api_keys SET hash = ? WHERE key_id = ? RETURNING key_id",
+                              [key_hash, key_id]).fetchone()
+        return row is not None
+
+    def restore_api_key(self, *, key_id: str) -> bool:
+        """Make a revoked or expired key usable again (no revocation, no expiry)."""
+        with self._tx() as con:
+            row = con.execute("UPDATE api_keys SET revoked_at = NULL, expires_at = NULL "
+                              "WHERE key_id = ? RETURNING key_id", [key_id]).fetchone()
         return row is not None
 
     def touch_api_key(self, *, key_id: str, when: datetime | None = None) -> None:

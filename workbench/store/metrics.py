@@ -24,7 +24,9 @@ class MetricsMixin:
         def _read(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
 
     def _latest_metrics(self, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """For each run, {name: value} of its highest epoch (step-level losses excluded)."""
+        """For each run, {name: value} of its highest epoch (step-level losses excluded): per
+        name the latest value (by time, then step), reduced in SQL -- a tracked run has all its
+        points in one epoch."""
         if not run_ids:
             return {}
         rows = self._read(
@@ -36,15 +38,18 @@ class MetricsMixin:
                 WHERE m.name <> ?
                 GROUP BY m.run_id
             )
-            SELECT m.run_id, m.name, m.value
+            SELECT m.run_id, m.name,
+                   arg_max(m.value, (m.time, coalesce(m.step, -9223372036854775808))) AS value,
+                   max(m.time) AS last
             FROM metrics m JOIN latest l ON m.run_id = l.run_id AND m.epoch = l.epoch
             WHERE m.name <> ?
-            ORDER BY m.run_id, m.time, m.name
+            GROUP BY m.run_id, m.name
+            ORDER BY m.run_id, last, m.name
             """,
             [list(run_ids), STEP_LOSS, STEP_LOSS],
         )
         out: dict[str, dict[str, float]] = {}
-        for run_id, name, value in rows:
+        for run_id, name, value, _last in rows:
             out.setdefault(run_id, {})[name] = value
         return out
 

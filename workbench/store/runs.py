@@ -137,6 +137,28 @@ class RunsMixin:
             metrics={},
         )
 
+    def create_external_run(self, *, hyperparams: dict, dataset: str = ev.EXTERNAL_TARGET
+                            ) -> RunRecord:
+        """A run trained outside workbench (``workbench.track``): no stored model (its model id
+        and target are ``"external"``), created ``running``; its client logs metrics batches
+        and ends it. ``recover_interrupted`` leaves such runs alone (their process is not the
+        store's owner)."""
+        now = utcnow()
+        run_id = new_id("r_")
+        external = ev.EXTERNAL_TARGET
+        with self._tx() as con:
+            con.execute(
+                f"INSERT INTO runs ({RUN_COLUMNS}) "
+                "VALUES (?, ?, 'running', NULL, 0, 0, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?)",
+                [run_id, external, dumps(hyperparams), dataset, external, now, now, now],
+            )
+        return RunRecord(
+            run_id=run_id, model_id=external, state="running", error=None, epoch=0,
+            epochs_total=0, hyperparams=json.loads(dumps(hyperparams)), dataset=dataset,
+            target=external, device=None, param_id=None, created_at=aware(now),
+            started_at=aware(now), finished_at=None, updated_at=aware(now), metrics={},
+        )
+
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id])
@@ -278,14 +300,18 @@ class RunsMixin:
         """Mark runs left 'running' (by a process that died) as failed, error ``reason``
         (default "interrupted"); their finished epochs stay.
 
-        Queued runs are left alone (the server decides whether to start them). A ``run.failed``
-        event is appended for each, so event-log readers see the run end. Returns the run ids.
+        Queued runs are left alone (the server decides whether to start them), and so are
+        external runs (``workbench.track``: their training process is not the owner, it goes on
+        logging across an owner restart). A ``run.failed`` event is appended for each, so
+        event-log readers see the run end. Returns the run ids.
         """
         with self._tx() as con:
             ids = [
                 r[0]
                 for r in con.execute(
-                    "SELECT run_id FROM runs WHERE state = 'running' ORDER BY created_at, run_id"
+                    "SELECT run_id FROM runs WHERE state = 'running' AND target <> ? "
+                    "ORDER BY created_at, run_id",
+                    [ev.EXTERNAL_TARGET],
                 ).fetchall()
             ]
             error = f"{INTERRUPTED}: {reason}" if reason else INTERRUPTED

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..model import layer_costs
 from ..spec import ACTIVATIONS, Architecture, Layer, error_messages, validate_architecture
 from .state import AppState
-from .theme import CSS, html
+from .theme import CSS, escape_html, escape_markdown, html
 
 LAYER_CHOICES = ("linear", *ACTIVATIONS)
 PRESETS: dict[str, list[int]] = {
@@ -125,7 +125,7 @@ class LayerRow(Viewer):
 
     def show(self, cost_html: str, error: str | None) -> None:
         self.cost.object = cost_html
-        self.error.object = f"<span class='wb-err'>⚠ {error}</span>" if error else ""
+        self.error.object = f"<span class='wb-err'>⚠ {escape_html(error)}</span>" if error else ""
         self.error.visible = bool(error)
         classes = ["wb-layer", f"layer-{self.index}"]
         self._layout.css_classes = classes + (["wb-layer-error"] if error else [])
@@ -284,7 +284,7 @@ class Builder(Viewer):
                 per_layer.setdefault(int(m.group(1)), message)
         self.errors, self.layer_errors = messages, per_layer
         general = [m for m in messages if not _LAYER_REF.match(m)]
-        self._alert.object = "<br>".join(general)
+        self._alert.object = "<br>".join(escape_markdown(m) for m in general)
         self._alert.visible = bool(general)
 
     def _costs(self) -> list[Any] | None:
@@ -345,7 +345,7 @@ class Builder(Viewer):
             self.load_json(self._json.value)
             self._import_error.visible = False
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            self._import_error.object = f"Import failed: {exc}"
+            self._import_error.object = f"Import failed: {escape_markdown(exc)}"
             self._import_error.visible = True
 
     @param.depends("input_size", "state.dataset")

@@ -21,7 +21,7 @@ from panel.viewable import Viewer
 
 from ..store.jobs import TrainerJob, TrainerJobs
 from .state import AppState
-from .theme import html
+from .theme import escape_html, html
 
 PALETTE = ("#2563eb", "#f97316", "#059669", "#7c3aed", "#db2777", "#0891b2", "#ca8a04")
 
@@ -51,8 +51,9 @@ def stages_table(rows: list[dict[str, Any]]) -> str:
     head = ("<tr><th>stage</th><th>device</th><th>spec layers</th><th>sizes</th>"
             "<th>FLOPs / sample (fwd + bwd)</th><th>share</th><th>score (TFLOPS)</th></tr>")
     body = "".join(
-        f"<tr><td>{r['stage']}</td><td>#{r['device_id']} <small>{r['address']}</small></td>"
-        f"<td>{r['layers']}</td><td>{r['sizes']}</td>"
+        f"<tr><td>{escape_html(r['stage'])}</td><td>#{escape_html(r['device_id'])} "
+        f"<small>{escape_html(r['address'])}</small></td>"  # a registered ip is user text
+        f"<td>{escape_html(r['layers'])}</td><td>{escape_html(r['sizes'])}</td>"
         f"<td>{r['forward_flops']:,} + {r['backward_flops']:,}</td>"
         f"<td><b>{100 * r['share']:.1f}%</b></td>"
         f"<td>{'–' if r['score_tflops'] is None else format(r['score_tflops'], '.3g')}</td></tr>"
@@ -141,8 +142,9 @@ class DevicesView(Viewer):
             self._stages.object = ("<div class='wb-empty'>No distributed-trainer jobs yet "
                                    "(<code>POST /api/jobs</code>).</div>")
         else:
-            self._stages.object = (f"<p>job <code>{job.job_id}</code> · {job.status} · layers "
-                                   f"{job.model_config.get('layer_sizes')} · "
+            self._stages.object = (f"<p>job <code>{escape_html(job.job_id)}</code> · "
+                                   f"{escape_html(job.status)} · layers "
+                                   f"{escape_html(job.model_config.get('layer_sizes'))} · "
                                    f"{len(job.devices)} device(s)</p>" + stages_table(rows))
         self._share.object = stages_figure(rows)
         self._share.visible = bool(rows)

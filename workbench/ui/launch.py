@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ..data.datasets import DATASETS
 from ..spec import Hyperparams, error_messages
 from .state import FULL_TRAIN_SAMPLES, AppState
-from .theme import html
+from .theme import escape_markdown, html
 
 
 def _describe_error(exc: Exception) -> str:
@@ -99,7 +99,8 @@ class LaunchPanel(Viewer):
 
     @param.depends("message")
     def _message_view(self) -> pn.viewable.Viewable:
-        return pn.pane.Alert(self.message, alert_type="danger", visible=bool(self.message),
+        return pn.pane.Alert(escape_markdown(self.message), alert_type="danger",
+                             visible=bool(self.message),
                              css_classes=["wb-launch-error"], sizing_mode="stretch_width")
 
     @param.depends("optimizer")

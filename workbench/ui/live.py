@@ -21,7 +21,7 @@ from panel.viewable import Viewer
 
 from .. import events as ev
 from .state import AppState, known_peak, peak
-from .theme import html
+from .theme import escape_html, escape_markdown, html
 
 POLL_MS = 250
 SMOOTHING = 0.6  # EMA weight of the previous smoothed step loss
@@ -254,9 +254,9 @@ class LiveRun(Viewer):
         fmt = (lambda v, f: f.format(v) if v is not None else "–")  # noqa: E731
         kpis = (
             "<div class='wb-kpis'>"
-            + kpi.format("run", f"<code>{self.run_id}</code>")
+            + kpi.format("run", f"<code>{escape_html(self.run_id)}</code>")
             + kpi.format("state", f"<span class='wb-state' style='background:{color}'>"
-                         f"{self.run_state}</span>")
+                         f"{escape_html(self.run_state)}</span>")
             + kpi.format("epoch", f"<span class='wb-epoch'>{self.epoch}</span> / "
                          f"{self.epochs_total}")
             + kpi.format("samples / s", fmt(last.get("samples_per_s"), "{:,.0f}"))
@@ -264,14 +264,16 @@ class LiveRun(Viewer):
                          f"{fmt(last.get('forward_tflops'), '{:.3g}')} / "
                          f"{fmt(last.get('backward_tflops'), '{:.3g}')}")
             + kpi.format("share of peak", share)
-            + kpi.format("device", self.device or "–")
+            + kpi.format("device", escape_html(self.device or "–"))
             + "</div>"
             # a plain HTML bar: Panel's Progress widget re-sends CDN stylesheet URLs on update
             + f"<div class='wb-bar'><div style='width:{done:.1f}%'></div></div>"
         )
         parts: list[Any] = [html(kpis, sizing_mode="stretch_width")]
         if self.error:
-            parts.append(pn.pane.Alert(f"<b>Run failed:</b> {self.error}", alert_type="danger",
+            # the error is user text (a worker's message, a data URL, a model name): escaped
+            parts.append(pn.pane.Alert(f"<b>Run failed:</b> {escape_markdown(self.error)}",
+                                       alert_type="danger",
                                        css_classes=["run-error"], sizing_mode="stretch_width"))
         return pn.Column(*parts, sizing_mode="stretch_width")
 

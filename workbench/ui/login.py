@@ -1,15 +1,22 @@
 """Login for the app, the way Jupyter does it: the REST API's key, presented once in the URL.
 
-    http://127.0.0.1:8765/?token=<key>   -> cookie set, redirect to the clean URL
+    http://127.0.0.1:8765/?token=<key>   -> session cookie set, redirect to the clean URL
     Authorization: Bearer <key>          -> what Jupyter's proxy adds to every request
-    the cookie afterwards                -> the page, Panel's websocket
+    the session cookie afterwards        -> the page, Panel's websocket
+    POST logout                          -> the session ends, the cookie is cleared
 
 The app's page (``/``) and Panel's websocket (``/ws``) need a valid API key, checked by the same
 ``KeyRing.verify`` the REST API's ``require_key`` uses. Without one, ``/`` answers a small login
-form with 401 and the websocket handshake is refused (403). The cookie is HttpOnly and
-SameSite=Strict and holds the key itself, so revoking the key logs the browser out; the REST API
-never reads it (a cookie there would invite cross-site request forgery). Panel's JS/CSS under
-``/static`` stay public: they are the installed packages' files.
+form with 401 and the websocket handshake is refused (403).
+
+The cookie never holds the key: it holds a random server-side session id (``KeyRing.sessions``,
+in memory) that maps to the key's id. It is HttpOnly, SameSite=Strict, scoped to the app's path
+(``Path`` is the proxy's prefix when the request names one, else left to the browser, which
+scopes it to the folder the app is served from: ``/``, or Jupyter's ``/workbench``), Secure over
+https, and lasts ``SESSION_COOKIE_S`` (12 h), renewed on each page load; the server ends an
+idle session after 12 h as well. Logging out, or revoking or expiring the key, ends the session
+at once. The REST API never reads the cookie (a cookie there would invite cross-site request
+forgery). Panel's JS/CSS under ``/static`` stay public: they are the installed packages' files.
 """
 
 from __future__ import annotations
@@ -23,14 +30,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from ..auth import APP_SCOPE, allows
+from ..auth import APP_SCOPE, SESSION_IDLE_S, SESSION_PREFIX, allows
 
 # The same header parser as the REST API's (FastAPI's), not a copy of the API layer.
 bearer = HTTPBearer(auto_error=False)
 
 TOKEN_PARAM = "token"
-COOKIE_PREFIX = "workbench_key"
-COOKIE_MAX_AGE_S = 30 * 24 * 3600
+COOKIE_PREFIX = "workbench_key"  # the name older versions used: a login overwrites theirs
+SESSION_COOKIE_S = int(SESSION_IDLE_S)
 
 
 def cookie_name(host: str | None) -> str:
@@ -40,17 +47,28 @@ def cookie_name(host: str | None) -> str:
     return f"{COOKIE_PREFIX}_{port}" if port.isdigit() else COOKIE_PREFIX
 
 
+def session_id(conn: HTTPConnection) -> str | None:
+    """The session id in the login cookie, if it looks like one."""
+    value = conn.cookies.get(cookie_name(conn.headers.get("host")))
+    return value if value and value.startswith(SESSION_PREFIX) else None
+
+
 async def presented_key(conn: HTTPConnection) -> str | None:
-    """The key from ``Authorization: Bearer`` (the REST API's parser) or else the login cookie."""
+    """The key from ``Authorization: Bearer`` (the REST API's parser), else the login cookie's
+    session id (which :func:`key_record` resolves; it is never a key)."""
     credentials = await bearer(conn)  # type: ignore[arg-type,unused-ignore]  # reads .headers
     if credentials is not None:
         return credentials.credentials
-    return conn.cookies.get(cookie_name(conn.headers.get("host")))
+    return session_id(conn)
 
 
 def key_record(conn: HTTPConnection, key: str | None) -> Any:
-    """The key's record if it is known, unrevoked and unexpired (the REST API's check)."""
-    return conn.app.state.keyring.verify(key)
+    """The record of a key (the REST API's check: known, unrevoked, unexpired), or of the key
+    behind a live login session (the session is renewed by this use)."""
+    keyring = conn.app.state.keyring
+    if key and key.startswith(SESSION_PREFIX):
+        return keyring.session(key)
+    return keyring.verify(key)
 
 
 def key_valid(conn: HTTPConnection, key: str | None) -> bool:
@@ -62,6 +80,8 @@ def refusal(conn: HTTPConnection, key: str | None) -> str:
     """Why the login form refused ``key`` (shown on the form)."""
     if not key:
         return "Enter an API key."
+    if key.startswith(SESSION_PREFIX) and key_record(conn, key) is None:
+        return "Your session ended (logged out, expired, or its key was revoked): log in again."
     if key_record(conn, key) is None:
         return "That key is not valid (unknown, revoked or expired)."
     return (f"That key lacks the '{APP_SCOPE}' scope the app needs (it launches and cancels "
@@ -72,16 +92,56 @@ async def authenticated(conn: HTTPConnection) -> bool:
     return key_valid(conn, await presented_key(conn))
 
 
-def login_response(request: Request, key: str, target: str) -> Response:
-    """303 to ``target`` (relative, so it works under Jupyter's ``/workbench/`` prefix) with
-    the login cookie."""
-    response = RedirectResponse(target, status_code=303)
+def cookie_path(request: HTTPConnection) -> str | None:
+    """The app's path for the cookie: the prefix a proxy or ASGI server names (``root_path``,
+    ``X-Forwarded-Prefix``), else None -- no ``Path`` attribute, so the browser scopes the
+    cookie to the folder of the page that set it (the app's: ``/``, or ``/workbench`` under
+    Jupyter's proxy, which strips its prefix before we see the request)."""
+    prefix = request.scope.get("root_path") or request.headers.get("x-forwarded-prefix") or ""
+    prefix = prefix.split(",")[0].strip()
+    if not prefix.startswith("/") or any(c in prefix for c in ";\r\n"):
+        return None
+    return prefix.rstrip("/") or "/"
+
+
+def set_session_cookie(request: HTTPConnection, response: Response, session: str) -> None:
     response.set_cookie(
-        cookie_name(request.headers.get("host")), key, max_age=COOKIE_MAX_AGE_S, httponly=True,
-        samesite="strict", secure=request.url.scheme == "https",
-        # No Path: the browser scopes it to the page's folder ("/" or Jupyter's "/workbench/").
-        path=None,
+        cookie_name(request.headers.get("host")), session, max_age=SESSION_COOKIE_S,
+        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+        path=cookie_path(request),  # None: no Path attribute (the browser scopes it)
     )
+
+
+def clear_session_cookie(request: HTTPConnection, response: Response) -> None:
+    response.set_cookie(cookie_name(request.headers.get("host")), "", max_age=0, expires=0,
+                        httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                        path=cookie_path(request))  # the same Path as when it was set
+
+
+def login_response(request: Request, key: str, target: str) -> Response:
+    """303 to ``target`` (relative, so it works under Jupyter's ``/workbench/`` prefix) with a
+    new login session's cookie (``key`` must be valid: the caller checked ``key_valid``)."""
+    record = key_record(request, key)
+    if record is None:
+        return login_page(refusal(request, key))
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(request, response, request.app.state.keyring.open_session(record))
+    return response
+
+
+def renew_cookie(request: HTTPConnection, response: Response) -> Response:
+    """Re-issue the session cookie of a page load (so it lasts 12 h from the last use)."""
+    session = session_id(request)
+    if session is not None and getattr(response, "status_code", 200) < 400:
+        set_session_cookie(request, response, session)
+    return response
+
+
+def logout_response(request: Request) -> Response:
+    """End this browser's session, clear its cookie, show the login form."""
+    request.app.state.keyring.end_session(session_id(request))
+    response = login_page("You are logged out.", status_code=200)
+    clear_session_cookie(request, response)
     return response
 
 

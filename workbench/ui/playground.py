@@ -21,7 +21,7 @@ from ..data.datasets import DATASETS, load_raw, load_splits
 from .mnistify import decode_data_url, mnistify, to_gray, to_png
 from .runs import all_runs
 from .state import AppState
-from .theme import html
+from .theme import escape_html, escape_markdown, html
 
 INFER_BATCH = 512  # the MNIST MLP API's /infer batch limit
 
@@ -237,7 +237,7 @@ class Playground(Viewer):
     @param.depends("prediction", "latency_ms", "source", "message")
     def _result(self) -> pn.viewable.Viewable:
         if self.message:
-            return pn.pane.Alert(self.message, alert_type="warning",
+            return pn.pane.Alert(escape_markdown(self.message), alert_type="warning",
                                  css_classes=["playground-message"])
         if self.prediction is None:
             return html("<div class='wb-empty'>Draw a digit, upload an image or pick a "
@@ -246,9 +246,9 @@ class Playground(Viewer):
         confidence = max(self.probabilities) if self.probabilities else 0.0
         return html(
             f"<div class='wb-prediction'><div class='k'>prediction</div>"
-            f"<div class='big prediction-label'>{name}</div>"
+            f"<div class='big prediction-label'>{escape_html(name)}</div>"
             f"<div class='k'>{confidence:.1%} confident · {self.latency_ms:.1f} ms · "
-            f"{self.source}</div></div>")
+            f"{escape_html(self.source)}</div></div>")
 
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets

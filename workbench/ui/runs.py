@@ -17,7 +17,7 @@ from panel.viewable import Viewer
 
 from ..store.entities import RUN_STATES, RunRecord
 from .state import AppState
-from .theme import html
+from .theme import escape_markdown, html
 
 MAX_RUNS = 2000  # the table pages in the browser; this bounds what one refresh reads
 DEFAULT_SQL = (
@@ -165,7 +165,8 @@ class RunsView(Viewer):
 
     @param.depends("sql_error")
     def _sql_error_view(self) -> pn.viewable.Viewable:
-        return pn.pane.Alert(self.sql_error, alert_type="danger", visible=bool(self.sql_error),
+        return pn.pane.Alert(escape_markdown(self.sql_error), alert_type="danger",
+                             visible=bool(self.sql_error),
                              css_classes=["sql-error"], sizing_mode="stretch_width")
 
     def __panel__(self) -> pn.viewable.Viewable:

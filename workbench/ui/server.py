@@ -129,7 +129,8 @@ SPARE_DELAY_S = 2.0  # after a page is served: after its browser has rendered it
 
 def _protect(app: Any) -> None:
     """Swap bokeh-fastapi's ``/`` and ``/ws`` routes for ones that log in first (``login``),
-    leave them out of the OpenAPI document, and add ``POST /login`` for the login form.
+    leave them out of the OpenAPI document, and add ``POST /login`` for the login form and
+    ``POST /logout`` (ends the browser's session).
 
     The page handler also never takes a client-chosen ``bokeh_session_id`` (bokeh-fastapi's
     would create or join a session of that id; an odd one was a 500): every page load is a new
@@ -145,8 +146,10 @@ def _protect(app: Any) -> None:
         key_valid,
         login_page,
         login_response,
+        logout_response,
         presented_key,
         refusal,
+        renew_cookie,
     )
 
     routes = app.router.routes
@@ -168,7 +171,7 @@ def _protect(app: Any) -> None:
             return login_page(refusal(request, presented) if presented else "",
                               status_code=_refusal_status(request, presented))
         try:
-            return await doc_handler.get(request, None)
+            return renew_cookie(request, await doc_handler.get(request, None))
         except Exception:  # a broken session must show a message, not a bare 500 traceback
             log.exception("could not create an app session")
             return HTMLResponse("<h1>nn-workbench</h1><p>The app could not start a session; "
@@ -187,6 +190,9 @@ def _protect(app: Any) -> None:
             return login_response(request, key, "./")
         return login_page(refusal(request, key))
 
+    async def logout(request: Request) -> Response:
+        return logout_response(request)
+
     def _refusal_status(request: Request, key: str | None) -> int:
         # A usable key without the app's scope is 403 (who you are is known); else 401.
         return 403 if key and key_record(request, key) is not None else 401
@@ -198,6 +204,7 @@ def _protect(app: Any) -> None:
     app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
     app.add_api_websocket_route(ws_path, websocket)
     app.add_api_route("/login", login, methods=["POST"], include_in_schema=False)
+    app.add_api_route("/logout", logout, methods=["POST"], include_in_schema=False)
 
 
 WARM_PATHS = ("/", "/api/", "/api/v1/", "/static/")

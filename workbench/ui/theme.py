@@ -1,11 +1,14 @@
 """Look and feel: one stylesheet for the app's HTML panes (KPI strips, headings, states).
 
 Panel renders every component in its own shadow root, so page-level CSS does not reach inside;
-``html()`` makes an HTML pane that carries this stylesheet.
+``html()`` makes an HTML pane that carries this stylesheet. User text goes into panes through
+``escape_html`` (HTML panes) or ``escape_markdown`` (Markdown panes such as ``pn.pane.Alert``).
 """
 
 from __future__ import annotations
 
+import html as _html
+import re
 from typing import Any
 
 import panel as pn
@@ -44,6 +47,20 @@ HEADER_CSS = """
 .wb-header .dev { margin-left: auto; font-size: 12px; color: #e2e8f0;
   background: rgba(255,255,255,.12); border-radius: 999px; padding: 4px 12px; }
 """
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:/])")  # ":/": no autolinks
+
+
+def escape_html(text: Any) -> str:
+    """User text (names, errors, addresses, URLs) for an HTML pane: shown, never markup."""
+    return _html.escape(str(text))
+
+
+def escape_markdown(text: Any) -> str:
+    """User text for a Markdown pane (``pn.pane.Alert``): HTML escaped, Markdown's own syntax
+    (links, emphasis, autolinked URLs) backslash-escaped, so it shows verbatim."""
+    return _html.escape(_MARKDOWN_SPECIALS.sub(r"\\\1", str(text)))
 
 
 def html(obj: str = "", **params: Any) -> pn.pane.HTML:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from ...executors.targets import TargetError, choose
 from ..deps import ServiceDep
-from ..errors import ERROR_RESPONSES, error_response
+from ..errors import ERROR_RESPONSES, QUEUE_FULL_RESPONSE, error_response
 from ..policy import TrainKey, record_run_owner, requires
 from ..schemas import ModelCreate, ModelPublic, RunPage, TrainAccepted, TrainRequest
 from ..views import json_response, model_view, run_view
@@ -35,14 +35,18 @@ def get_model(model_id: str, service: ServiceDep) -> Response:
 
 @router.post(
     "/{model_id}/train", status_code=202, response_model=TrainAccepted,
-    responses={**ERROR_RESPONSES, 409: {"model": ERROR_RESPONSES[400]["model"],
-               "description": "override inconsistent with the model's hyperparameters"}},
+    responses={**ERROR_RESPONSES, **QUEUE_FULL_RESPONSE,
+               409: {"model": ERROR_RESPONSES[400]["model"],
+                     "description": "override inconsistent with the model's hyperparameters"}},
 )
 def train(model_id: str, service: ServiceDep, key: TrainKey,
           body: TrainRequest | None = None) -> Response:
     """Queue a training run; fields in ``hyperparams`` override the model's. ``target`` picks
     where it trains (422 naming the known targets otherwise); ``strategy: ddp | pipeline`` with
-    ``world_size`` trains on torch.distributed ranks."""
+    ``world_size`` trains on torch.distributed ranks. Refused before anything is stored: a
+    model whose ``input_size`` is not the dataset's feature count, a batch over the activation
+    limit (400), ``device: cuda`` without CUDA, more local ranks than the machine runs (422),
+    a full run queue (503 with ``Retry-After``)."""
     body = body or TrainRequest()
     override = body.hyperparams.model_dump(mode="json", exclude_unset=True) \
         if body.hyperparams is not None else None

@@ -1,5 +1,7 @@
 """The distributed-trainer API at ``/api`` (``shared/seeds/distributed-trainer-api.md``), with
-exactly its shapes: bare JSON bodies, ``{"error": "..."}`` errors, status 400/404/409/500.
+exactly its shapes: bare JSON bodies, ``{"error": "..."}`` errors, status 400/404/409/500; 422
+for a non-finite number in a body, 415 for a body that is not ``application/json`` and 403 for
+a cross-origin write (``workbench.api.csrf``).
 
     POST   /api/jobs                          create a job (model_config, dataset_config)
     GET    /api/jobs                          {"jobs": [...]}
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -59,19 +62,51 @@ def _trainer(request: Request) -> TrainerService:
 
 
 def _error(exc: TrainerError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status,
+                        headers=getattr(exc, "headers", None))
+
+
+MAX_DEPTH = 32  # nesting of arrays/objects in a body; the document's bodies need 3
 
 
 async def _body(request: Request, *, optional: bool = False) -> Any:
+    """The JSON body. 400 for an empty (unless ``optional``), broken or too deeply nested one;
+    422 naming the field for a non-finite number (``NaN``, ``Infinity``, ``1e999``), which
+    could be neither trained on nor sent back as JSON. (``CrossSiteGuard`` has already refused
+    any Content-Type but JSON.)"""
     raw = await request.body()
     if not raw.strip():
         if optional:
             return None
         raise TrainerError(400, "the request body must be JSON")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        raise TrainerError(400, f"the request body is nested more than {MAX_DEPTH} levels "
+                           "deep") from None
     except ValueError as exc:
         raise TrainerError(400, f"the request body is not valid JSON: {exc}") from None
+    _check_body(value)
+    return value
+
+
+def _check_body(value: Any) -> None:
+    """Depth and finiteness, iteratively (a deep body must not exhaust the stack here)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise TrainerError(422, f"{where or 'body'}: must be a finite number, got "
+                               f"{json.dumps(item)}")
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise TrainerError(400, f"the request body is nested more than {MAX_DEPTH} "
+                                   "levels deep")
+            if isinstance(item, dict):
+                stack.extend((v, f"{where}.{k}" if where else str(k), depth + 1)
+                             for k, v in item.items())
+            else:
+                stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(item))
 
 
 def job_view(job: TrainerJob) -> dict[str, Any]:

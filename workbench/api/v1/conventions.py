@@ -23,7 +23,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...service.errors import Conflict, InvalidInput, NotFound
+from ...service.errors import Conflict, InvalidInput, NotFound, QueueFull, SubmitError
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,13 @@ RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
 VALIDATION_ERROR = "VALIDATION_ERROR"
 CONFLICT = "CONFLICT"  # the request contradicts the resource's state (results of a running job)
 METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # the run queue is full: retry after Retry-After
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
 _STATUS_CODES = {
     401: AUTH_INVALID, 403: FORBIDDEN, 404: RESOURCE_NOT_FOUND, 405: METHOD_NOT_ALLOWED,
     409: CONFLICT, 413: VALIDATION_ERROR, 422: VALIDATION_ERROR, 429: RATE_LIMIT_EXCEEDED,
+    503: SERVICE_UNAVAILABLE,
 }
 
 
@@ -79,7 +81,8 @@ class ErrorEnvelope(BaseModel):
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "invalid request", 401: "missing, invalid, revoked or expired API key",
             403: "the key lacks the permission", 404: "unknown id", 409: "state conflict",
-            422: "validation error", 429: "rate limit or concurrency limit exceeded"}
+            422: "validation error", 429: "rate limit or concurrency limit exceeded",
+            503: "the run queue is full (SERVICE_UNAVAILABLE); retry after Retry-After"}
     return {s: {"model": ErrorEnvelope, "description": text[s]} for s in statuses}
 
 
@@ -123,6 +126,19 @@ class ApiError(Exception):
 
 def validation_error(field: str, message: str, **details: Any) -> ApiError:
     return ApiError(422, VALIDATION_ERROR, f"{field}: {message}", field=field, details=details)
+
+
+def submit_error(exc: SubmitError, fields: Mapping[str, str] | None = None) -> ApiError:
+    """A service ``SubmitError`` as VALIDATION_ERROR, its field renamed to this route's
+    vocabulary (``{"architecture": "neural_model_config", ...}``)."""
+    field = (fields or {}).get(exc.field, exc.field)
+    return validation_error(field, exc.message)
+
+
+def queue_full(exc: QueueFull) -> ApiError:
+    return ApiError(503, SERVICE_UNAVAILABLE, str(exc),
+                    details={"queued": exc.queued, "limit": exc.limit},
+                    headers={"Retry-After": str(exc.retry_after_s)})
 
 
 def not_found(kind: str, id_: str, field: str) -> ApiError:
@@ -181,6 +197,12 @@ async def _v1_response(request: Request, exc: Exception) -> Response:
         return fail(404, RESOURCE_NOT_FOUND, str(exc), {"field": f"{exc.kind}_id", "id": exc.id})
     if isinstance(exc, InvalidInput):
         return fail(422, VALIDATION_ERROR, str(exc), {"field": "inputs", "errors": exc.errors})
+    if isinstance(exc, SubmitError):
+        error = submit_error(exc)
+        return fail(error.status, error.code, error.message, error.details)
+    if isinstance(exc, QueueFull):
+        error = queue_full(exc)
+        return fail(error.status, error.code, error.message, error.details, error.headers)
     if isinstance(exc, Conflict):
         return fail(409, CONFLICT, str(exc))
     if isinstance(exc, StarletteHTTPException):
@@ -212,5 +234,5 @@ def _dispatch(app: FastAPI, exc_class: type[Exception] | int) -> None:
 def install(app: FastAPI) -> None:
     """Envelope every error under ``/api/v1``; call after the app's own handlers exist."""
     for exc_class in (ApiError, RequestValidationError, ValidationError, NotFound, InvalidInput,
-                      Conflict, StarletteHTTPException, Exception):
+                      SubmitError, QueueFull, Conflict, StarletteHTTPException, Exception):
         _dispatch(app, exc_class)

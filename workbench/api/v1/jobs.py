@@ -21,8 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ... import events as ev
 from ...executors.targets import TargetError, choose, from_node_urls
-from ...model import model_cost
-from ...service import Workbench
+from ...service import QueueFull, SubmitError, Workbench
 from ...spec import Architecture, CortexModelConfig, Hyperparams
 from ..deps import ServiceDep
 from .conventions import (
@@ -33,6 +32,8 @@ from .conventions import (
     Envelope,
     ok,
     pydantic_error,
+    queue_full,
+    submit_error,
     validation_error,
 )
 from .security import ReadKey, TrainKey
@@ -45,15 +46,15 @@ _URL_SCHEMES = ("ws", "wss", "http", "https")
 
 
 class TrainingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    batch_size: int = Field(default=32, ge=1, le=65536)
-    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0)
-    max_epochs: int = Field(default=10, ge=1, le=1000)
-    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000)
-    validation_split: float = Field(default=0.1, ge=0.0, lt=1.0,
+    batch_size: int = Field(default=32, ge=1, le=65536, strict=True)
+    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0, strict=True)
+    max_epochs: int = Field(default=10, ge=1, le=1000, strict=True)
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=1000, strict=True)
+    validation_split: float = Field(default=0.1, ge=0.0, lt=1.0, strict=True,
                                     description="share of the training data held out")
-    seed: int = Field(default=42, ge=0, le=2**63 - 1)
+    seed: int = Field(default=42, ge=0, le=2**63 - 1, strict=True)
 
     def hyperparams(self) -> dict[str, Any]:
         return Hyperparams.model_validate({
@@ -64,8 +65,6 @@ class TrainingConfig(BaseModel):
             "train_split": 1.0 - self.validation_split,
         }).to_json()
 
-
-MAX_PARAMETERS = 20_000_000  # a guard for a shared training server (~80 MB of float32)
 
 
 def _node_url(url: str) -> str:
@@ -83,14 +82,14 @@ NodeUrl = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_n
 
 
 class JobSubmit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     neural_model_config: CortexModelConfig
     training_config: TrainingConfig = Field(default_factory=TrainingConfig)
     global_node_urls: list[NodeUrl] = Field(default_factory=list, max_length=64)
     # Workbench extensions (not in the Cortex document):
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
-    limit: int | None = Field(default=None, ge=1, le=10_000_000,
+    limit: int | None = Field(default=None, ge=1, le=10_000_000, strict=True,
                               description="train on at most this many samples (quick jobs)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     name: str | None = Field(default=None, max_length=200)
@@ -99,8 +98,9 @@ class JobSubmit(BaseModel):
                                "id; not together with global_node_urls")
     strategy: Literal["single", "ddp", "pipeline"] = Field(
         default="single", description="ddp / pipeline: torch.distributed ranks")
-    world_size: int | None = Field(default=None, ge=1, le=64,
-                                   description="ranks of a ddp / pipeline job (default 2)")
+    world_size: int | None = Field(default=None, ge=1, le=64, strict=True,
+                                   description="ranks of a ddp / pipeline job (default 2; at "
+                                   "most the machine's CPU count, WORKBENCH_MAX_WORLD_SIZE)")
 
 
 class JobAccepted(BaseModel):
@@ -128,16 +128,35 @@ class JobResults(BaseModel):
     epochs_run: int
 
 
+# The service's SubmitError fields, in the Cortex submit's vocabulary.
+SUBMIT_FIELDS = {
+    "architecture": "neural_model_config",
+    "hyperparams.batch_size": "training_config.batch_size",
+    "dataset": "neural_model_config.input_dim",
+}
+
+
 def submit_run(service: Workbench, key_id: str, *, architecture: Architecture,
                hyperparams: dict[str, Any], dataset: str, limit: int | None, device: str,
                name: str | None, via: str, log: dict[str, Any] | None = None,
-               target: str = "local", spec_overrides: dict[str, Any] | None = None) -> Any:
-    """Create the model, queue the run, log who asked (and ``log`` as ``job.submitted``)."""
-    model = service.create_model(architecture.to_json(), hyperparams, name=name,
-                                 allow_dropout=True)
-    run = service.start_run(model.model_id, dataset=dataset, device=device, limit=limit,
-                            target=target,
-                            spec_overrides={"allow_dropout": True, **(spec_overrides or {})})
+               target: str = "local", spec_overrides: dict[str, Any] | None = None,
+               fields: dict[str, str] | None = None) -> Any:
+    """Check everything the run needs (``Workbench.check_submission``: limits, data fit,
+    device, ranks, queue), then create the model, queue the run, log who asked (and ``log`` as
+    ``job.submitted``). A refusal stores nothing; its field is renamed through ``fields``."""
+    overrides = {"allow_dropout": True, **(spec_overrides or {})}
+    try:
+        service.check_submission(architecture, Hyperparams.model_validate(hyperparams),
+                                 dataset=dataset, target=target, device=device,
+                                 spec_overrides=overrides)
+        model = service.create_model(architecture.to_json(), hyperparams, name=name,
+                                     allow_dropout=True)
+        run = service.start_run(model.model_id, dataset=dataset, device=device, limit=limit,
+                                target=target, spec_overrides=overrides)
+    except SubmitError as exc:
+        raise submit_error(exc, fields) from None
+    except QueueFull as exc:
+        raise queue_full(exc) from None
     record_owner(service, run.run_id, key_id, via)
     if log is not None:
         service.record_event(ev.make_event(JOB_SUBMITTED, run.run_id, **log))
@@ -152,10 +171,6 @@ def submit_job(body: JobSubmit, service: ServiceDep, key: TrainKey) -> Response:
         architecture = Architecture.from_cortex(body.neural_model_config)
     except ValidationError as exc:
         raise pydantic_error(exc, prefix="neural_model_config") from None
-    params = model_cost(architecture).params
-    if params > MAX_PARAMETERS:
-        raise validation_error("neural_model_config", f"the network has {params:,} parameters; "
-                               f"this server trains at most {MAX_PARAMETERS:,}")
     try:
         hyperparams = body.training_config.hyperparams()
     except ValidationError as exc:
@@ -164,7 +179,7 @@ def submit_job(body: JobSubmit, service: ServiceDep, key: TrainKey) -> Response:
     run = submit_run(
         service, key.key_id, architecture=architecture, hyperparams=hyperparams,
         dataset=body.dataset, limit=body.limit, device=body.device, name=body.name,
-        via="jobs.submit", target=target, spec_overrides=overrides,
+        via="jobs.submit", target=target, spec_overrides=overrides, fields=SUBMIT_FIELDS,
         log={"global_node_urls": body.global_node_urls, "target": target, **overrides,
              "training_config": body.training_config.model_dump()},
     )

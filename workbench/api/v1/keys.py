@@ -1,6 +1,7 @@
 """``/api/v1/auth/keys``: create (the key is shown once), list (no secrets), revoke. Admin only.
 
-The store keeps only the sha256 of each key (``workbench.auth`` / ``workbench.store.keys``).
+The store keeps only a keyed hash of each key (``workbench.auth`` / ``workbench.store.keys``).
+The last usable admin key cannot be revoked (409 CONFLICT): nobody could manage keys after.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...auth import KeyRing
+from ...auth import KeyRing, LastAdminKey
 from ...store import ApiKeyRecord
-from .conventions import ID_ERRORS, READ_ERRORS, Envelope, not_found, ok, validation_error
+from .conventions import (
+    CONFLICT,
+    ID_ERRORS,
+    READ_ERRORS,
+    ApiError,
+    Envelope,
+    _responses,
+    not_found,
+    ok,
+    validation_error,
+)
 from .query import ListQueryDep, ListSpec, equals, paginate
 from .security import SCOPES, AdminKey, parse_permissions
 
@@ -38,6 +49,19 @@ class KeyCreate(BaseModel):
         for scope in value:
             parse_permissions(scope)
         return list(dict.fromkeys(value))
+
+    @field_validator("expires_at")
+    @classmethod
+    def _representable(cls, value: datetime | None) -> datetime | None:
+        """Aware and representable in UTC (``9999-12-31T23:59:59-14:00`` is year 10000 there)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            raise ValueError("out of range: must be at most 9999-12-31T23:59:59Z") from None
 
 
 class KeyPublic(BaseModel):
@@ -120,11 +144,17 @@ def get_key(key_id: str, request: Request, _: AdminKey) -> Response:
     return ok(key_view(record))
 
 
-@router.delete("/{key_id}", response_model=Envelope[KeyPublic], responses=ID_ERRORS)
+@router.delete("/{key_id}", response_model=Envelope[KeyPublic],
+               responses={**ID_ERRORS, **_responses(409)})
 def revoke_key(key_id: str, request: Request, _: AdminKey) -> Response:
-    """Revoke a key: it gets 401 AUTH_INVALID from now on."""
+    """Revoke a key: it gets 401 AUTH_INVALID from now on, and its app sessions end. 409
+    CONFLICT for the last usable admin key."""
     keyring = _keyring(request)
-    if not keyring.revoke(key_id):
+    try:
+        found = keyring.revoke(key_id, allow_last_admin=False)
+    except LastAdminKey as exc:
+        raise ApiError(409, CONFLICT, str(exc), field="key_id") from None
+    if not found:
         raise not_found("API key", key_id, "key_id")
     record = keyring.store.get_api_key(key_id=key_id)
     assert record is not None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -23,7 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...model import linear_layer_names
-from ...service import Workbench
+from ...service import QueueFull, SubmitError, Workbench
 from ...service.inference import check_inputs, forward
 from ...spec import validate_architecture
 from ..deps import ServiceDep
@@ -36,6 +35,8 @@ from .conventions import (
     Envelope,
     not_found,
     ok,
+    queue_full,
+    submit_error,
     validation_error,
 )
 from .jobs import JOB_STATUS, trained_run
@@ -48,11 +49,11 @@ router = APIRouter(tags=["models"])
 
 # ---- bodies ------------------------------------------------------------------------------------
 class DeploymentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    min_nodes: int = Field(default=1, ge=1, le=64)
-    max_nodes: int = Field(default=1, ge=1, le=64)
-    gpu_required: bool = False
+    min_nodes: int = Field(default=1, ge=1, le=64, strict=True)
+    max_nodes: int = Field(default=1, ge=1, le=64, strict=True)
+    gpu_required: bool = Field(default=False, strict=True)
     memory_request: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$",
                                        max_length=32)
 
@@ -64,17 +65,18 @@ class DeploymentConfig(BaseModel):
 
 
 class ServingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH, description="samples per micro-batch")
-    timeout_ms: float = Field(default=100, ge=0, le=10_000,
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH, strict=True,
+                            description="samples per micro-batch")
+    timeout_ms: float = Field(default=100, ge=0, le=10_000, strict=True,
                               description="longest wait for a micro-batch to fill")
-    max_concurrent_requests: int = Field(default=100, ge=1, le=10_000,
+    max_concurrent_requests: int = Field(default=100, ge=1, le=10_000, strict=True,
                                          description="in flight at once; 429 beyond")
 
 
 class DeployRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     deployment_config: DeploymentConfig = Field(default_factory=DeploymentConfig)
     serving_config: ServingConfig = Field(default_factory=ServingConfig)
@@ -100,28 +102,29 @@ class PredictRequest(BaseModel):
 
 
 class FineTuningConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    learning_rate: float = Field(default=1e-4, gt=0.0, le=10.0)
-    epochs: int = Field(default=1, ge=1, le=1000)
-    batch_size: int | None = Field(default=None, ge=1, le=65536)
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=10.0, strict=True)
+    epochs: int = Field(default=1, ge=1, le=1000, strict=True)
+    batch_size: int | None = Field(default=None, ge=1, le=65536, strict=True)
     freeze_layers: list[str] = Field(default_factory=list, max_length=5,
                                      description="layer1, layer2, ... (linear layers, 1-based)")
 
 
 class DatasetConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset_url: str | None = Field(default=None, max_length=2000, description=(
-        "file:// or http(s):// URL of an .npz (x_train, y_train) or of a directory holding "
-        "MNIST-named IDX files; without it, `dataset` is used"))
-    validation_split: float = Field(default=0.2, ge=0.0, lt=1.0)
+        "file:// URL under the server's data roots (WORKBENCH_DATA_ROOTS) or http(s):// URL on "
+        "an allowed host (WORKBENCH_ALLOWED_HOSTS) of an .npz (x_train, y_train) or of a "
+        "directory holding MNIST-named IDX files; without it, `dataset` is used"))
+    validation_split: float = Field(default=0.2, ge=0.0, lt=1.0, strict=True)
     dataset: Literal["mnist", "fashion-mnist"] = "mnist"
-    limit: int | None = Field(default=None, ge=1, le=10_000_000)
+    limit: int | None = Field(default=None, ge=1, le=10_000_000, strict=True)
 
 
 class FinetuneRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fine_tuning_config: FineTuningConfig = Field(default_factory=FineTuningConfig)
     dataset_config: DatasetConfig = Field(default_factory=DatasetConfig)
@@ -264,21 +267,12 @@ def deployment_metrics(deployment_id: str, request: Request, _: ReadKey) -> Resp
 
 
 # ---- fine-tuning -------------------------------------------------------------------------------
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    field = "dataset_config.dataset_url"
-    if parts.scheme not in ("file", "http", "https"):
-        raise validation_error(field, f"scheme {parts.scheme!r} is not supported; use file://, "
-                               "http:// or https://")
-    if parts.scheme == "file":
-        from ...data.urls import file_path
-
-        try:
-            file_path(url)
-        except (ValueError, FileNotFoundError) as exc:
-            raise validation_error(field, str(exc)) from None
-    elif not parts.hostname:
-        raise validation_error(field, "the URL has no host")
+# The service's SubmitError fields, in the fine-tune request's vocabulary.
+FINETUNE_FIELDS = {
+    "data_url": "dataset_config.dataset_url",
+    "dataset": "dataset_config.dataset",
+    "hyperparams.batch_size": "fine_tuning_config.batch_size",
+}
 
 
 @router.post("/models/{job_id}/finetune", status_code=202, response_model=Envelope[FinetuneAccepted],
@@ -300,8 +294,6 @@ def finetune(job_id: str, body: FinetuneRequest, service: ServiceDep, key: Train
         raise validation_error("fine_tuning_config.freeze_layers",
                                "every layer is frozen; leave at least one trainable")
     data = body.dataset_config
-    if data.dataset_url is not None:
-        _check_url(data.dataset_url)
     override: dict[str, Any] = {
         "epochs": cfg.epochs, "max_epochs": cfg.epochs, "early_stopping_patience": None,
         "optimizer": {"type": "adam", "lr": cfg.learning_rate},
@@ -309,12 +301,18 @@ def finetune(job_id: str, body: FinetuneRequest, service: ServiceDep, key: Train
     }
     if cfg.batch_size is not None:
         override["batch_size"] = cfg.batch_size
-    new = service.start_run(
-        model.model_id, hyperparams=override, dataset=data.dataset, device=body.device,
-        limit=data.limit, spec_overrides={
-            "allow_dropout": True, "freeze": sorted(set(freeze)), "data_url": data.dataset_url},
-        initial_param_id=run.param_id,
-    )
+    try:  # the data is checked now (allowed, readable, the model's width): nothing stored else
+        new = service.start_run(
+            model.model_id, hyperparams=override, dataset=data.dataset, device=body.device,
+            limit=data.limit, spec_overrides={
+                "allow_dropout": True, "freeze": sorted(set(freeze)),
+                "data_url": data.dataset_url},
+            initial_param_id=run.param_id,
+        )
+    except SubmitError as exc:
+        raise submit_error(exc, FINETUNE_FIELDS) from None
+    except QueueFull as exc:
+        raise queue_full(exc) from None
     record_owner(service, new.run_id, key.key_id, "models.finetune")
     return ok({"finetune_job_id": job_id_of(new.run_id), "status": JOB_STATUS[new.state],
                "original_job_id": job_id_of(run.run_id), "task_id": new.run_id},

@@ -9,6 +9,7 @@ accepted, never returned.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -21,7 +22,6 @@ from ...nodes import (
     NodeError,
     NodePublic,
     NodeRegistry,
-    NodeUnreachableError,
     UnknownNode,
     node_public,
 )
@@ -42,6 +42,7 @@ from .query import ListQuery, ListQueryDep, ListSpec, equals, paginate
 from .security import AdminKey, ReadKey
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
+log = logging.getLogger(__name__)
 
 NODE_UNAVAILABLE = "NODE_UNAVAILABLE"
 
@@ -93,10 +94,13 @@ def register_node(body: NodeCreate, service: ServiceDep, _: AdminKey) -> Respons
         node = nodes.register(body.url, body.token, name=body.name, region=body.region)
     except NodeAuthError as exc:
         raise validation_error("token", str(exc)) from None
-    except NodeUnreachableError as exc:
-        raise ApiError(502, NODE_UNAVAILABLE, str(exc), field="url") from None
-    except NodeError as exc:
-        raise ApiError(502, NODE_UNAVAILABLE, str(exc), field="url") from None
+    except NodeError as exc:  # unreachable, or not a Jupyter Server that can run the probe
+        # One message for refused / timeout / an HTTP error / a failed probe: what answered
+        # (or did not) at that address is logged here, never echoed to the caller.
+        log.info("registering node %s failed: %s", body.url, exc)
+        raise ApiError(502, NODE_UNAVAILABLE, f"could not register {body.url}: no Jupyter "
+                       "Server that can run the capability probe answered there",
+                       field="url") from None
     except ValueError as exc:
         message = str(exc)
         if "already registered" in message:

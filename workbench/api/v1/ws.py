@@ -51,6 +51,7 @@ _AUTH_TIMEOUT_S = 10.0
 _STEP_INTERVAL_S = 0.5
 _QUEUE_MAX = 10_000
 _POLICY_VIOLATION = 1008
+_UNSUPPORTED_DATA = 1003
 _REPLAY = "__replay__"  # a queue marker: send a task's stored events before its live ones
 
 
@@ -177,7 +178,7 @@ async def events_socket(websocket: WebSocket) -> None:
     sender = asyncio.create_task(_send_loop(websocket, queue, subscriptions, service, pending))
     try:
         while True:
-            message = await websocket.receive_json()
+            message = await _receive_json(websocket)
             reply = _handle(message, subscriptions, replays)
             if reply is not None:
                 await websocket.send_json(reply)
@@ -186,14 +187,36 @@ async def events_socket(websocket: WebSocket) -> None:
                 put({"type": _REPLAY, "run_id": task_id, "after": replays.pop(task_id)})
     except (WebSocketDisconnect, RuntimeError):
         pass
+    except BinaryFrame:
+        with contextlib.suppress(Exception):
+            await websocket.send_json(_error(VALIDATION_ERROR, "binary frames are not supported: "
+                                             "send JSON text messages", "message"))
+            await websocket.close(code=_UNSUPPORTED_DATA, reason="binary frames not supported")
     except ValueError:  # not JSON
         with contextlib.suppress(Exception):
-            await websocket.close(code=1003)
+            await websocket.close(code=_UNSUPPORTED_DATA)
     finally:
         unsubscribe()
         sender.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await sender
+
+
+class BinaryFrame(Exception):
+    """The client sent a binary frame; this socket speaks JSON text only."""
+
+
+async def _receive_json(websocket: WebSocket) -> Any:
+    """The next message as JSON (``receive_json`` assumes a text frame: a binary one was a
+    ``KeyError: 'text'`` out of the handler). Raises WebSocketDisconnect, BinaryFrame, or
+    ValueError for text that is not JSON."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    if text is None:
+        raise BinaryFrame()
+    return orjson.loads(text)
 
 
 def _handle(message: Any, subscriptions: dict[str, str | None],
