@@ -5,6 +5,7 @@ scopes, expiry, revocation), rate limits, analytics and the explorer."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 
 import duckdb
@@ -269,8 +270,11 @@ def test_key_lifecycle_scopes_expiry_revocation_and_rate_limit(server_factory):
     with duckdb.connect(str(server.home / "workbench.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT * FROM api_keys").fetchall()
         hashes = {r[2] for r in rows}
+    secret = (server.home / "secret.key").read_text().strip().encode()  # keyed: HMAC-SHA256
     for key in (reader_key, trainer_key, expiring_key):
-        assert hashlib.sha256(key.encode()).hexdigest() in hashes
+        keyed = hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+        assert "hmac-sha256$" + keyed in hashes
+        assert hashlib.sha256(key.encode()).hexdigest() not in hashes
         assert not any(key in str(value) for row in rows for value in row)
 
 

@@ -161,9 +161,11 @@ def _assert_frozen_first_layer(before, after):
     assert not torch.equal(before["2.weight"], after["2.weight"])  # the rest trained
 
 
-def test_finetune_from_npz_with_frozen_first_layer(client, trained, tmp_path):
+def test_finetune_from_npz_with_frozen_first_layer(client, trained, live_server):
     raw = load_raw("mnist", offline=True, progress=False)
-    path = tmp_path / "more.npz"
+    # file:// data must lie under the server's data roots (default: its data dir).
+    path = live_server.home / "data" / "more.npz"
+    path.parent.mkdir(exist_ok=True)
     np.savez(path, x_train=raw.x_train[-400:].numpy(), y_train=raw.y_train[-400:].numpy())
     response = client.post(f"/api/v1/models/{trained['job_id']}/finetune", json={
         "fine_tuning_config": {"learning_rate": 1e-3, "epochs": 1, "freeze_layers": ["layer1"]},

@@ -80,6 +80,11 @@ class Settings(BaseModel):
     server_url: str | None = Field(
         default=None, doc="WORKBENCH_SERVER_URL: a running server the CLI should talk to"
     )
+    owner_idle_s: float = Field(
+        default=600.0, gt=0,
+        doc="WORKBENCH_OWNER_IDLE_S: an owner the front door started on demand stops after "
+            "this many seconds without requests, sockets or runs",
+    )
     limits: Limits = Field(default_factory=Limits, doc="the WORKBENCH_MAX_* limits")
     data_roots: list[Path] = Field(
         default_factory=list,
@@ -148,6 +153,8 @@ def get_settings() -> Settings:
         values["data_roots"] = [Path(r).expanduser() for r in roots.split(os.pathsep) if r]
     if hosts := _env("WORKBENCH_ALLOWED_HOSTS"):
         values["allowed_hosts"] = [h.strip() for h in hosts.split(",") if h.strip()]
+    if idle := _env("WORKBENCH_OWNER_IDLE_S"):
+        values["owner_idle_s"] = float(idle)
     if rate_limit := _env("WORKBENCH_RATE_LIMIT_PER_MINUTE"):
         values["rate_limit_per_minute"] = int(rate_limit)
     return Settings(**values)

@@ -25,7 +25,6 @@ from .frontdoor.owner_file import OwnerInfo, private_home, read_owner, remove_ow
 log = logging.getLogger(__name__)
 
 LOCAL_KEY_PREFIX = "local:"
-DEFAULT_IDLE_S = 600.0
 
 
 @dataclass
@@ -189,7 +188,7 @@ def serve(options: ServeOptions) -> int:
                 os.unlink(uds)
     try:
         if options.on_demand:
-            idle = options.idle_s or float(os.environ.get("WORKBENCH_OWNER_IDLE_S", DEFAULT_IDLE_S))
+            idle = options.idle_s or get_settings().owner_idle_s
             threading.Thread(target=_idle_watch, args=(server, service, tracker, idle),
                              daemon=True, name="owner-idle").start()
         if options.uds:

@@ -191,6 +191,10 @@ def test_serve_prints_the_key_only_when_it_generates_it(server_factory):
     second = server_factory(home=home, token="")
     new_log = second.log()
     assert key not in new_log and "?token=" not in new_log, new_log
+    second.stop()
+    # WORKBENCH_TOKEN is the operator's: never printed, at any start
+    third = server_factory(home=home, token=TOKEN)
+    assert TOKEN not in third.log() and "?token=" not in third.log(), third.log()
 
 
 def test_a_copied_database_does_not_verify_keys_without_the_secret(tmp_path):

@@ -30,6 +30,7 @@ connections or timing out. Downloads stream to a temporary file on disk (at most
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import tempfile
 import urllib.error
@@ -97,7 +98,7 @@ def _open(url: str) -> Any:
     try:
         parts = outbound.check_url(url)
     except outbound.OutboundRefused as exc:
-        raise DataUrlError(f"dataset_url: {exc}") from None
+        raise DataUrlError(str(exc)) from None
     from workbench.config import get_settings
 
     if get_settings().offline and not outbound.is_loopback(parts.hostname or ""):
@@ -111,7 +112,7 @@ def _open(url: str) -> Any:
         if exc.code == 404:
             raise FileNotFoundError(url) from None
         raise _could_not_fetch(url) from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         log.info("fetching %s failed: %s", url, exc)
         raise _could_not_fetch(url) from None
 
@@ -140,7 +141,7 @@ def _download(url: str, directory: str, *, missing_ok: bool = False) -> Path | N
                 if received > cap:
                     raise too_big
                 out.write(chunk)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             if isinstance(exc, DataUrlError):
                 raise
             log.info("reading %s failed after %d bytes: %s", url, received, exc)
@@ -157,7 +158,7 @@ def _prefix(url: str) -> bytes | None:
     with response:
         try:
             return response.read(_HEADER_PREFIX)
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             raise _could_not_fetch(url) from None
 
 

@@ -100,9 +100,9 @@ def start_owner(settings: Settings | None = None, *, quiet: bool = False,
             raise OwnerUnavailable(f"the workbench owner for {settings.home} did not answer "
                                    f"within {timeout:.0f} s; its log: {log_path}")
     if not quiet:
-        idle = os.environ.get("WORKBENCH_OWNER_IDLE_S", "600")
         print(f"workbench: started a background owner of {settings.home} (pid {found.pid}; "
-              f"it stops after {idle} s idle, or now with `workbench stop`)", file=sys.stderr)
+              f"it stops after {settings.owner_idle_s:.0f} s idle, or now with `workbench stop`)",
+              file=sys.stderr)
     return found
 
 

@@ -84,7 +84,7 @@ class NodeRegistry:
 
         from ..outbound import check_host
 
-        check_host(urlsplit(url).hostname or "", what="url: host")  # OutboundRefused
+        check_host(urlsplit(url).hostname or "")  # OutboundRefused (a ValueError)
         if not token or not token.strip():
             raise ValueError("token must not be empty: give the Jupyter Server's token")
         existing = self.store.find_node(url=url)

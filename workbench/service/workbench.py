@@ -34,7 +34,7 @@ from ..spec import (
     check_model_limits,
     validate_architecture,
 )
-from ..store import ModelRecord, ParamRecord, RunRecord, Store
+from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, Store
 from ..train import TrainResult
 from ..train.job import RunSpec, execute
 from .bus import EventBus
@@ -437,7 +437,17 @@ class Workbench:
         stored); a ``batch_id`` the run already has stores nothing: (None, False)."""
         from ..store.events import DuplicateBatch
 
-        self._external_run(run_id, live=True)
+        # The state alone, not get_run: each batch invalidates the cached run, and its metrics
+        # summary is an aggregate over every point of the run.
+        found = self.store.run_state(run_id)
+        if found is None:
+            raise NotFound("run", run_id)
+        state, target = found
+        if target != ev.EXTERNAL_TARGET:
+            raise Conflict(f"run {run_id} is trained by workbench (target {target!r}); only "
+                           "external runs (POST /api/runs) take logged metrics or a finish")
+        if state in TERMINAL_STATES:
+            raise Conflict(f"run {run_id} is already {state}; it takes no more metrics")
         event = ev.make_event(ev.METRICS, run_id, batch_id=batch_id,
                               count=len(columns.get("value") or ()), **columns)
         try:

@@ -78,7 +78,7 @@ def _metric_columns(data: Mapping[str, Any], when: datetime) -> dict[str, Any]:
                                    or not hasattr(column, "__len__") or len(column) != n):
             raise ValueError(f"metrics: column {name!r} must be a list of {n} entries")
     keys = data.get("key")
-    if keys is None or any(not isinstance(k, str) for k in keys):
+    if keys is None or not set(map(type, keys)) <= {str}:
         raise ValueError("metrics: 'key' must be a list of strings")
 
     def floats(name: str) -> Any:  # None -> NaN

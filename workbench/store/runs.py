@@ -159,6 +159,11 @@ class RunsMixin:
             started_at=aware(now), finished_at=None, updated_at=aware(now), metrics={},
         )
 
+    def run_state(self, run_id: str) -> tuple[str, str] | None:
+        """(state, target) of a run, or None: a cheap check (no metrics summary)."""
+        rows = self._read("SELECT state, target FROM runs WHERE run_id = ?", [run_id])
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", [run_id])

@@ -103,6 +103,10 @@ def init(name: str | None = None, *, experiment: str = "default", config: Any = 
     """
     global _current
     _install_hooks()
+    with _state_lock:
+        previous, _current = _current, None
+    if previous is not None:
+        previous.finish()
     explicit = client is not None
     if client is None:
         client = _front_door(start=start)
@@ -115,9 +119,7 @@ def init(name: str | None = None, *, experiment: str = "default", config: Any = 
               system_interval=system_interval if system_metrics else None)
     _remember_run(run)
     with _state_lock:
-        previous, _current = _current, run
-    if previous is not None:
-        previous.finish()
+        _current = run
     return run
 
 

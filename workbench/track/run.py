@@ -111,7 +111,7 @@ class Run:
         self._flush_interval = max(0.01, float(flush_interval))
         self._flush_points = max(1, int(flush_points))
         self._max_batch = max(1, min(int(max_batch), MAX_BATCH))
-        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._queue: collections.deque[dict[Any, Any]] = collections.deque()
         self._append = self._queue.append
         self._time = time.time
         self._last_step = -1
@@ -154,13 +154,15 @@ class Run:
         from 0). Values may be numpy scalars or one-element tensors (read off the training
         thread); nested dicts become ``outer/inner`` names; NaN and infinities are dropped.
         Costs about a microsecond: nothing is sent from here."""
+        if self._finished:
+            raise RuntimeError(f"run {self.run_id} is finished; start another with init()")
         if step is None:
             step = self._last_step + 1
         self._last_step = step
         # One dict per call, step and time under private keys: a dict of plain numbers is not
         # tracked by the garbage collector (a tuple would be, and the GC's passes over a long
         # queue would cost more than the call itself).
-        entry = dict(data)
+        entry: dict[Any, Any] = dict(data)
         entry[_STEP] = step
         entry[_TIME] = self._time()
         if epoch is not None:
@@ -174,7 +176,7 @@ class Run:
                epoch: int | None = None) -> None:
         """``log`` without moving the step counter (at the current step by default): for
         metrics that accompany the training ones (system metrics, ``watch``)."""
-        entry = dict(data)
+        entry: dict[Any, Any] = dict(data)
         entry[_STEP] = max(self._last_step, 0) if step is None else step
         entry[_TIME] = self._time()
         if epoch is not None:

@@ -77,8 +77,9 @@ def key_valid(conn: HTTPConnection, key: str | None) -> bool:
 
 
 def refusal(conn: HTTPConnection, key: str | None) -> str:
-    """Why the login form refused ``key`` (shown on the form)."""
-    if not key:
+    """Why the login form refused ``key`` (shown on the form). None: nothing was entered; an
+    empty ``?token=`` in a link is a key that is not valid."""
+    if key is None:
         return "Enter an API key."
     if key.startswith(SESSION_PREFIX) and key_record(conn, key) is None:
         return "Your session ended (logged out, expired, or its key was revoked): log in again."

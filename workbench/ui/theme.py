@@ -53,14 +53,15 @@ _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:/])")  # ":/": no auto
 
 
 def escape_html(text: Any) -> str:
-    """User text (names, errors, addresses, URLs) for an HTML pane: shown, never markup."""
-    return _html.escape(str(text))
+    """User text (names, errors, addresses, URLs) as an HTML pane's text: shown, never markup.
+    (Element content only: quotes stay as they are, so never put it inside an attribute.)"""
+    return _html.escape(str(text), quote=False)
 
 
 def escape_markdown(text: Any) -> str:
     """User text for a Markdown pane (``pn.pane.Alert``): HTML escaped, Markdown's own syntax
     (links, emphasis, autolinked URLs) backslash-escaped, so it shows verbatim."""
-    return _html.escape(_MARKDOWN_SPECIALS.sub(r"\\\1", str(text)))
+    return _html.escape(_MARKDOWN_SPECIALS.sub(r"\\\1", str(text)), quote=False)
 
 
 def html(obj: str = "", **params: Any) -> pn.pane.HTML:

@@ -31,14 +31,14 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...auth import allows
-from ...service.errors import Conflict
+from ...service.errors import Conflict, NotFound
 from ...store import ApiKeyRecord, RunRecord
 from ..deps import BodyDep, ServiceDep
 from ..errors import ERROR_RESPONSES, error_response
-from ..policy import RUN_OWNER, record_run_owner, requires
+from ..policy import RUN_OWNER, TrainKey, record_run_owner, requires
 from ..schemas import RunPublic
 from ..views import json_response, run_view
 
@@ -51,8 +51,8 @@ MAX_ERRORS = 20  # error lines in one 422 answer
 _MAX_TIME_S = 1e11  # "seconds" past year ~5100 are milliseconds, most likely
 _INT64 = 2**63
 _POINT_FIELDS = frozenset({"key", "value", "step", "timestamp", "epoch"})
-_CONFLICT = {409: {"description": "not an external run, or the run has already ended"}}
-_FORBIDDEN = {403: {"description": "the run was created by another key (needs admin)"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "not an external run, or the run has already ended"}}
+_FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "the run was created by another key (needs admin)"}}
 
 
 # ---- bodies ----------------------------------------------------------------------------------
@@ -67,6 +67,16 @@ class TrackedRunCreate(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
     device: str | None = Field(default=None, max_length=100,
                                description="where it trains (cpu, cuda:0, ...)")
+
+    @field_validator("config")
+    @classmethod
+    def _storable(cls, config: dict[str, Any]) -> dict[str, Any]:
+        try:  # what the store and every answer will have to write
+            orjson.dumps(config)
+        except TypeError as exc:
+            raise ValueError(f"not storable as JSON ({exc}: integers must fit in 64 bits, "
+                             "nesting at most 255 deep)") from None
+        return config
 
 
 class MetricPoint(BaseModel):
@@ -145,7 +155,7 @@ def _conflict(exc: Conflict) -> Response:
 # ---- routes ----------------------------------------------------------------------------------
 @router.post("", status_code=201, response_model=TrackedRun, responses=ERROR_RESPONSES)
 def create_tracked_run(body: TrackedRunCreate, service: ServiceDep,
-                       key: ApiKeyRecord | None = Depends(requires("train"))) -> Response:
+                       key: TrainKey) -> Response:
     """Start tracking a run trained elsewhere (a script, a notebook): it is ``running``, with
     target ``external``, until ``finish``."""
     run = service.create_external_run(name=body.name, experiment=body.experiment,
@@ -160,7 +170,8 @@ def _check_owner(service: Any, run_id: str, key: ApiKeyRecord | None) -> Respons
     every batch)."""
     if key is None or allows(key, "admin"):
         return None
-    service.get_run(run_id)  # 404 first
+    if service.store.run_state(run_id) is None:  # 404 first
+        raise NotFound("run", run_id)
     owner = service.run_owner_key(run_id, RUN_OWNER)
     if owner == key.key_id:
         return None
@@ -173,7 +184,7 @@ def _check_owner(service: Any, run_id: str, key: ApiKeyRecord | None) -> Respons
              responses={**ERROR_RESPONSES, **_CONFLICT, **_FORBIDDEN},
              openapi_extra=_LOG_BATCH_BODY)
 def log_batch(run_id: str, body: BodyDep, service: ServiceDep,
-              key: ApiKeyRecord | None = Depends(requires("train"))) -> Response:
+              key: TrainKey) -> Response:
     """Store up to 10,000 metric points of an external run in one request (all or nothing;
     idempotent by ``batch_id``)."""
     refused = _check_owner(service, run_id, key)
@@ -195,7 +206,7 @@ def log_batch(run_id: str, body: BodyDep, service: ServiceDep,
 @router.post("/{run_id}/finish", response_model=TrackedRun,
              responses={**ERROR_RESPONSES, **_CONFLICT, **_FORBIDDEN})
 def finish_tracked_run(run_id: str, body: TrackedRunFinish, service: ServiceDep,
-                       key: ApiKeyRecord | None = Depends(requires("train"))) -> Response:
+                       key: TrainKey) -> Response:
     """End an external run. Repeating a finish with the same state is a no-op."""
     refused = _check_owner(service, run_id, key)
     if refused is not None:
@@ -266,6 +277,7 @@ def parse_log_batch(raw: bytes, *, now: float | None = None
     if points is not None:
         columns = _point_columns(points, received)
     else:
+        assert isinstance(given, dict)  # _column_shape_errors checked it
         columns = _checked(given, received, lambda name, i: f"columns.{name}[{i}]")
     if isinstance(columns, list):
         return _invalid(columns)
@@ -350,10 +362,10 @@ def _checked(given: dict[str, Any], received: float, where: Callable[[str, int],
             errors.append(f"{where('epoch', i)}: a non-negative integer (got {epoch!r:.40})")
         if not errors:
             columns["key"].append(key)
-            columns["value"].append(float(value))  # type: ignore[arg-type]
+            columns["value"].append(float(value))
             columns["step"].append(step)
             columns["epoch"].append(epoch)
-            columns["time"].append(float(stamp))  # type: ignore[arg-type]
+            columns["time"].append(float(stamp))
     return errors or columns
 
 
