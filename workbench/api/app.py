@@ -112,6 +112,25 @@ def _default_service() -> Workbench:
     return Workbench(Store())
 
 
+def _trainer_bodies() -> dict[tuple[str, str], tuple[str, Any]]:
+    from ..distributed.trainer import DeviceRegister, JobCreate
+    from ..distributed.trainer import TrainRequest as TrainerTrainRequest
+
+    return {
+        (f"{API_PREFIX}/jobs", "post"): ("TrainerJobCreate", JobCreate),
+        (f"{API_PREFIX}/devices/register", "post"): ("TrainerDeviceRegister", DeviceRegister),
+        (f"{API_PREFIX}/network/train/{{job_id}}", "post"): ("TrainerTrainRequest",
+                                                             TrainerTrainRequest),
+    }
+
+
+def _add_component(components: dict[str, Any], name: str, body: Any) -> None:
+    extra = body.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+    for sub, definition in extra.pop("$defs", {}).items():
+        components.setdefault(sub, definition)
+    components[name] = extra
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Add the schemas of bodies that routes parse themselves (``/infer``, ``log-batch``) to
     the document."""
@@ -123,10 +142,15 @@ def _install_openapi(app: FastAPI) -> None:
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for body in (InferRequest, tracking.LogBatch):
-            extra = body.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in extra.pop("$defs", {}).items():
-                components.setdefault(name, definition)
-            components[body.__name__] = extra
+            _add_component(components, body.__name__, body)
+        # The distributed-trainer API parses its bodies itself (its documented 400 shape):
+        # describe them, so clients and fuzzers see what each operation takes.
+        for (path, method), (name, body) in _trainer_bodies().items():
+            _add_component(components, name, body)
+            operation = schema.get("paths", {}).get(path, {}).get(method)
+            if operation is not None:
+                operation["requestBody"] = {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{name}"}}}}
         app.openapi_schema = schema
         return schema
 
