@@ -64,6 +64,23 @@ def server_factory(tmp_path_factory) -> Iterator[Callable[..., LiveServer]]:
 
 
 @pytest.fixture(scope="module")
+def client(live_server):
+    """An authenticated ``httpx.Client`` on the module's ``live_server``."""
+    with live_server.http() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def trained(client):
+    """A completed one-epoch Cortex job on 500 samples (``/api/v1/jobs/submit``)."""
+    from tests.utils.v1 import submit_job, wait_job
+
+    job = submit_job(client, epochs=1, limit=500)
+    assert wait_job(client, job["job_id"])["status"] == "completed"
+    return job
+
+
+@pytest.fixture(scope="module")
 def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     """One server shared by a test module (fresh store, WORKBENCH_OFFLINE=1)."""
     server = start_server(tmp_path_factory.mktemp("wbhome"))

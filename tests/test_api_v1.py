@@ -16,12 +16,6 @@ from tests.utils.v1 import submit_job, wait_job
 
 
 @pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.http() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def finished_jobs(client):
     """Three tiny completed jobs (one epoch on 300 samples each)."""
     jobs = [submit_job(client, limit=300) for _ in range(3)]

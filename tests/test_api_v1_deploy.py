@@ -22,12 +22,6 @@ from workbench.spec import validate_architecture
 
 
 @pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.http() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def trained(client):
     """A completed Cortex job (2 epochs on 1,000 samples) and its results."""
     job = submit_job(client, epochs=2, limit=1000)

@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .files import create_private_file
 from .store import ApiKeyRecord, Store
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _read_or_create_secret(path: Path) -> bytes:
         try:
             text = path.read_text().strip()
         except FileNotFoundError:
-            _create_private_file(path, secrets.token_hex(32) + "\n")
+            create_private_file(path, secrets.token_hex(32) + "\n")
             continue
         if len(text) >= 32:
             with contextlib.suppress(OSError):
@@ -123,24 +124,6 @@ def _read_or_create_secret(path: Path) -> bytes:
         time.sleep(0.05)  # another process is writing it
     raise RuntimeError(f"{path}: the server secret is empty or too short; delete it to make a "
                        "new one (keys hashed with the old one then stop working)")
-
-
-def _create_private_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (mode 0600) unless it exists; atomic: another process either
-    sees no file or the whole text."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # made by someone else meanwhile: theirs wins
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 def hash_key(key: str, secret: bytes | None = None) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from tests.utils.server import free_port
-from tests.utils.v1 import submit_job, wait_job
+from tests.utils.v1 import wait_job
 from workbench.config import get_settings
 from workbench.outbound import OutboundRefused, data_path, host_allowed, is_host
 
@@ -177,19 +177,6 @@ def test_fetch_failures_are_one_message(bad_host, silent_host, monkeypatch, defa
 
 
 # ---- against a server ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.http() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def trained(client):
-    job = submit_job(client, epochs=1, limit=500)
-    assert wait_job(client, job["job_id"])["status"] == "completed"
-    return job
-
-
 def runs(client) -> int:
     r = client.post("/api/v1/sql", json={"query": "SELECT count(*) FROM runs"})
     return r.json()["data"]["rows"][0][0]

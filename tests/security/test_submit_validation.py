@@ -20,21 +20,8 @@ import pytest
 import torch
 
 from tests.utils.factories import mlp
-from tests.utils.v1 import CORTEX_MODEL, submit_job, wait_job
+from tests.utils.v1 import CORTEX_MODEL
 from workbench.data import write_idx
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with live_server.http() as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def trained(client):
-    job = submit_job(client, epochs=1, limit=500)
-    assert wait_job(client, job["job_id"])["status"] == "completed"
-    return job
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..files import create_private_file
 from .launch import RankProcess, describe_exit
 
 log = logging.getLogger(__name__)
@@ -101,23 +102,6 @@ def read_token(path: str | os.PathLike[str]) -> str:
     return text[0].strip()
 
 
-def _create_private_file(path: Path, text: str) -> None:
-    """``text`` into ``path`` (mode 0600) unless it exists, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another worker made it meanwhile: theirs wins
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
 def worker_token(token_file: str | None = None) -> tuple[str, str, bool]:
     """The worker's own token: ``(token, where it came from, generated now)``. From
     ``--token-file``, else ``WORKBENCH_WORKER_TOKEN``, else ``$WORKBENCH_HOME/worker.token``
@@ -129,7 +113,7 @@ def worker_token(token_file: str | None = None) -> tuple[str, str, bool]:
     path = home_token_path()
     generated = False
     if not path.exists():
-        _create_private_file(path, secrets.token_urlsafe(32) + "\n")
+        create_private_file(path, secrets.token_urlsafe(32) + "\n")
         generated = True
     return read_token(path), str(path), generated
 
