@@ -10,6 +10,7 @@ import re
 import time
 
 import numpy as np
+import panel as pn
 import pytest
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
@@ -414,3 +415,22 @@ def test_tabs_wait_for_their_browser_libraries(service):
     app.open_tab("Train")  # plotly is loaded already: built at once
     assert "live" in app.views
     assert WorkbenchApp(service).views == {}  # notebooks load everything up front
+
+
+def test_run_errors_are_shown_as_text_never_markup(service):
+    """A run's error is user text (a data URL, a worker's message): the Train view shows it
+    escaped -- no element, no link -- however it is crafted."""
+    state = AppState(service=service)
+    live = LiveRun(state)
+    hostile = '<img src=x onerror="alert(1)"> [click](http://evil.example/) **bold** <script>x</script>'
+    live.run_id, live.run_state, live.error = "r_x", "failed", hostile
+    column = live._header()
+    (alert,) = [p for p in column.objects if isinstance(p, pn.pane.Alert)]
+    rendered = alert.object
+    assert "<img" not in rendered and "<script" not in rendered
+    assert "&lt;img" in rendered and "&lt;script&gt;" in rendered
+    assert "](http" not in rendered  # Markdown link syntax escaped: not a link
+    import markdown  # what Panel's Markdown pane renders with
+
+    html_out = markdown.markdown(rendered)
+    assert "<img" not in html_out and "<a " not in html_out and "<script" not in html_out
