@@ -11,24 +11,20 @@ from typing import Any
 
 import param
 
+from .. import peaks
 from ..data.datasets import DATASETS
-from ..devices import available_devices, measure_peak_tflops
-
-# Measured peaks by device, filled by ``prewarm_peaks`` (server start) or a first synchronous
-# measurement (notebooks, tests). A served page never waits for the probe: it reads this.
-_peaks: dict[str, float] = {}
+from ..devices import available_devices
 
 
 def known_peak(device: str) -> float | None:
-    """The measured peak of ``device`` if it was measured already, else None (never blocks)."""
-    return _peaks.get(device)
+    """The stored peak of ``device`` if it was ever measured, else None (never blocks)."""
+    record = peaks.stored(device)
+    return record.tflops if record is not None else None
 
 
 def peak(device: str) -> float:
-    """The measured peak of ``device``, measuring it now if needed."""
-    if device not in _peaks:
-        _peaks[device] = measure_peak_tflops(device)
-    return _peaks[device]
+    """The stored peak of ``device`` (``workbench.peaks``), probing once per process."""
+    return peaks.peak(device)
 
 
 def prewarm_peaks() -> threading.Thread:
