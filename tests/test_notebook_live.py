@@ -13,7 +13,7 @@ pytest.importorskip("jupyter_client")
 
 from tests.utils.kernel import Kernel  # noqa: E402
 
-EPOCHS = 3
+EPOCHS = 6
 
 
 @pytest.fixture
@@ -28,14 +28,14 @@ def test_train_figure_gains_points_while_training(kernel):
     kernel.run(
         "from workbench import notebook as wb\n"
         f"run = wb.train([784, 64, 10], {{'epochs': {EPOCHS}, 'batch_size': 50}}, "
-        "limit=1000, device='cpu')\n"
+        "limit=4000, device='cpu')\n"
         "fig_id = run.figure.model_id\n"
     )
     updates_before = kernel.comm_updates
     seen: list[tuple[int, str]] = []
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        points, state = kernel.run("print(run.points(), run.record['state'])").split()
+        points, state = kernel.run("print(run.points(), run.state)").split()
         if not seen or seen[-1] != (int(points), state):
             seen.append((int(points), state))
         if state in ("succeeded", "failed", "cancelled"):
