@@ -88,7 +88,7 @@ class ActivityTracker:
             self.last = time.monotonic()
 
 
-def publish(app: Any, url: str, *, on_demand: bool) -> Any:
+def publish(app: Any, url: str, *, on_demand: bool, uds: str | None = None) -> Any:
     """Publish this process as the home's owner with a fresh local admin credential. Returns
     the (idempotent) undo: revoke the credential, remove the owner file. The undo runs at the
     app's shutdown, while the store is still open -- uvicorn re-raises SIGTERM after serving,
@@ -109,6 +109,9 @@ def publish(app: Any, url: str, *, on_demand: bool) -> Any:
         remove_owner(os.getpid())
         with contextlib.suppress(Exception):
             keyring.revoke(record.key_id)
+        if uds:
+            with contextlib.suppress(OSError):
+                os.unlink(uds)
 
     original = app.router.lifespan_context
 
@@ -177,15 +180,7 @@ def serve(options: ServeOptions) -> int:
     config = uvicorn.Config(tracker, **where, log_level=options.log_level, access_log=False,
                             lifespan="on")
     server = uvicorn.Server(config)
-    unpublish = publish(app, url, on_demand=options.on_demand)
-    if options.uds:
-        uds = options.uds
-        undo = unpublish
-
-        def unpublish() -> None:
-            undo()
-            with contextlib.suppress(OSError):
-                os.unlink(uds)
+    unpublish = publish(app, url, on_demand=options.on_demand, uds=options.uds)
     try:
         if options.on_demand:
             idle = options.idle_s or get_settings().owner_idle_s

@@ -18,6 +18,12 @@ from workbench.store.values import dumps, loads, new_id
 MODEL_COLUMNS = "model_id, name, architecture, hyperparams, created_at"
 
 
+def require_model(con: duckdb.DuckDBPyConnection, model_id: str) -> None:
+    """Inside a write transaction: ValueError unless ``model_id`` is a stored model."""
+    if con.execute("SELECT 1 FROM models WHERE model_id = ?", [model_id]).fetchone() is None:
+        raise ValueError(f"unknown model {model_id!r}")
+
+
 class ModelsMixin:
     """Model methods of ``Store``."""
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from workbench.store.entities import ParamRecord
+from workbench.store.models import require_model
 from workbench.store.times import aware, utcnow
 from workbench.store.values import new_id
 
@@ -80,11 +81,7 @@ class ParamsMixin:
             created_at=aware(utcnow()),
         )
         with self._tx() as con:
-            if (
-                con.execute("SELECT 1 FROM models WHERE model_id = ?", [model_id]).fetchone()
-                is None
-            ):
-                raise ValueError(f"unknown model {model_id!r}")
+            require_model(con, model_id)
             con.execute(
                 f"INSERT INTO params ({PARAM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 [

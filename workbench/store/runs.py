@@ -21,6 +21,7 @@ import duckdb
 
 from workbench import events as ev
 from workbench.store.entities import RUN_STATES, TERMINAL_STATES, RunRecord
+from workbench.store.models import require_model
 from workbench.store.times import aware, aware_opt, utcnow
 from workbench.store.values import dumps, loads, new_id
 
@@ -99,11 +100,7 @@ class RunsMixin:
         now = utcnow()
         run_id = new_id("r_")
         with self._tx() as con:
-            if (
-                con.execute("SELECT 1 FROM models WHERE model_id = ?", [model_id]).fetchone()
-                is None
-            ):
-                raise ValueError(f"unknown model {model_id!r}")
+            require_model(con, model_id)
             con.execute(
                 f"INSERT INTO runs ({RUN_COLUMNS}) "
                 "VALUES (?, ?, 'queued', NULL, 0, ?, ?, ?, ?, NULL, NULL, ?, NULL, NULL, ?)",
