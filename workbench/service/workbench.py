@@ -416,7 +416,8 @@ class Workbench:
         target ``"external"``; its name, experiment, tags and config are the run's hyperparams
         (``{"name", "experiment", "tags", "config"}``) and its ``run.started`` event."""
         meta = {"name": name, "experiment": experiment, "tags": list(tags or [])}
-        run = self.store.create_external_run(hyperparams={**meta, "config": dict(config or {})})
+        run = self.store.create_external_run(hyperparams={**meta, "config": dict(config or {})},
+                                             name=name, experiment=experiment, tags=tags or ())
         self.record_event(ev.make_event(ev.RUN_STARTED, run.run_id, device=device,
                                         epochs_total=0, external=True, **meta))
         return self.get_run(run.run_id)
