@@ -21,11 +21,10 @@ from workbench.store.summary import summary_select
 from workbench.store.times import aware_opt, utcnow
 
 
-def _hp(path: str, cast: str | None = None) -> str:
-    """A hyperparameter: the engine's ``$.path`` or a tracked run's ``$.config.<last part>``."""
-    last = path.rsplit(".", 1)[-1]
+def _hp(path: str, config_key: str, cast: str | None = None) -> str:
+    """A hyperparameter: the engine's ``$.path`` or a tracked run's ``$.config.<config_key>``."""
     expr = (f"coalesce(json_extract_string(r.hyperparams, '$.{path}'), "
-            f"json_extract_string(r.hyperparams, '$.config.{last}'))")
+            f"json_extract_string(r.hyperparams, '$.config.{config_key}'))")
     return f"TRY_CAST({expr} AS {cast})" if cast else expr
 
 
@@ -49,9 +48,9 @@ BASE_COLUMNS: dict[str, tuple[str, str]] = {
     "dataset": ("r.dataset", "text"),
     "target": ("r.target", "text"),
     "device": ("r.device", "text"),
-    "optimizer": (_hp("optimizer.type"), "text"),
-    "lr": (_hp("optimizer.lr", "DOUBLE"), "number"),
-    "batch_size": (_hp("batch_size", "BIGINT"), "number"),
+    "optimizer": (_hp("optimizer.type", "optimizer"), "text"),
+    "lr": (_hp("optimizer.lr", "lr", "DOUBLE"), "number"),
+    "batch_size": (_hp("batch_size", "batch_size", "BIGINT"), "number"),
     "epochs": ("r.epochs_total", "number"),
     "epoch": ("r.epoch", "number"),
     "architecture": (_ARCHITECTURE, "text"),
@@ -81,7 +80,7 @@ DEFAULT_COLUMNS: tuple[str, ...] = (
     "created_at",
 )
 TIME_COLUMNS = frozenset({"created_at", "started_at", "finished_at"})
-MAX_LIMIT = 10_000
+MAX_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -143,11 +142,14 @@ class RunsTableMixin:
         limit: int = 100,
         offset: int = 0,
         run_ids: Sequence[str] | None = None,
+        also: Sequence[str] = (),
     ) -> RunsTable:
         """Rows of the runs table, newest first unless ``sort`` says otherwise
         (``"val_accuracy"``, ``"-duration_s"``), at most ``limit`` from ``offset``; ``filter``
         in the syntax of :mod:`workbench.store.run_filter` (FilterError, a ValueError, with a
-        position when it is not valid); ``run_ids`` keeps only those runs."""
+        position when it is not valid); ``also``: more filters ANDed with it (a face's own
+        conditions, kept apart so an error's position is in the user's text); ``run_ids``
+        keeps only those runs."""
         chosen = check_columns(columns)
         sort_column, direction = parse_sort(sort)
         if not 1 <= limit <= MAX_LIMIT:
@@ -159,12 +161,15 @@ class RunsTableMixin:
             live = [r[0] for r in self._read(
                 "SELECT run_id FROM runs WHERE list_contains(?::VARCHAR[], state)",
                 [["queued", "running"]])]
-            known_metrics = set(self.metric_names()) if filter else set()
+            texts = [t for t in (filter, *also) if t is not None and t.strip()]
+            known_metrics = set(self.metric_names()) if texts else set()
             where: list[str] = ["TRUE"]
             params: list[Any] = []
-            if filter is not None and filter.strip():
-                condition, params = compile_filter(filter, _resolver(known_metrics, now))
-                where = [condition]
+            for text in texts:
+                condition, condition_params = compile_filter(
+                    text, _resolver(known_metrics, now))
+                where.append(condition)
+                params += condition_params
             if run_ids is not None:
                 where.append("list_contains(?::VARCHAR[], t.run_id)")
                 params.append(list(run_ids))
