@@ -204,8 +204,10 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     service.finish_external_run(other.run_id)
     view = RunsView(state)
     table = view._table.value
-    assert list(table["run_id"])[:2] == [other.run_id, run.run_id]  # newest first
-    assert table.iloc[1]["name"] == run.name and table.iloc[1]["architecture"] == "784-64-10"
+    assert table.iloc[0]["run_id"] == other.run_id  # newest first
+    assert list(table["created_at"]) == sorted(table["created_at"], reverse=True)
+    mine = table[table["run_id"] == run.run_id].iloc[0]
+    assert mine["name"] == run.name and mine["architecture"] == "784-64-10"
     view.state_filter = ["failed"]
     assert run.run_id not in set(view._table.value["run_id"])
     view.state_filter = []

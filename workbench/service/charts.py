@@ -54,7 +54,8 @@ def metric_figure(series: Mapping[str, Mapping[str, Mapping[str, list[Any]]]], m
         y = smoothed(points["y"], smoothing) if smoothing > 0 else list(points["y"])
         fig.add_scatter(x=list(points["x"]), y=y, name=names.get(run_id, run_id),
                         mode="lines+markers" if len(y) < 60 else "lines",
-                        hovertemplate=f"{names.get(run_id, run_id)}<br>{x} %{{x}}<br>"
+                        # the name from the trace, never parsed as a template
+                        hovertemplate=f"%{{fullData.name}}<br>{x} %{{x}}<br>"
                                       f"{metric} %{{y:.4g}}<extra></extra>")
     return fig
 
