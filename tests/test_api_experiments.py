@@ -152,3 +152,23 @@ def test_cli_runs_by_model_name_filter_update_compare_report(live_server, runs, 
     exported = tmp_path / "runs.csv"
     assert _cli(live_server, "runs", "--export", str(exported)).returncode == 0
     assert exported.read_text().startswith("run_id,name,")
+
+
+def test_notebook_runs_newest_first_compare_and_report(live_server, runs, tmp_path):
+    from workbench import notebook as wb
+    from workbench.client import Client
+
+    wb.use(Client(live_server.url, live_server.token))
+    try:
+        frame = wb.runs()
+        assert frame.iloc[0]["run_id"] == runs["trained"]  # .head() is the latest run
+        assert frame["created_at"].is_monotonic_decreasing
+        assert list(wb.runs(model_id="fashion-128")["run_id"]) == [runs["trained"]]
+        picked = wb.runs(filter="tag:baseline", columns=["name", "lr"])
+        assert picked.to_dict("records") == [{"name": "adam-run", "lr": 0.001}]
+        diff = wb.compare([runs["sgd-run"], runs["adam-run"]])
+        assert diff.loc["hp.lr", "differs"] and not diff.loc["experiment", "differs"]
+        path = wb.report([runs["adam-run"]], str(tmp_path / "r.html"))
+        assert "adam-run" in (tmp_path / "r.html").read_text() and path.endswith("r.html")
+    finally:
+        wb.use(None)
