@@ -236,6 +236,9 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     assert list(compare._charts.objects[0].object.data[1].y) != raw
     compare.log_y = True
     assert compare._charts.objects[0].object.layout.yaxis.type == "log"
+    compare.image_format = "svg"
+    assert compare._charts.objects[0].config["toImageButtonOptions"]["format"] == "svg"
+    assert compare._scatter.config["toImageButtonOptions"]["format"] == "svg"
     diff = compare.diff_frame().set_index("setting")
     assert diff.loc["experiment", "differs"] and "<tr class='differs'>" in compare._diff.object
     assert compare._parallel.object.data[0].type == "parcoords"

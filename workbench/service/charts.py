@@ -3,8 +3,8 @@ curves of a metric (smoothing, log axes, legends by run name), parallel coordina
 hyperparameters against a metric, and a scatter of any two runs-table columns.
 
 Inputs are plain data (``compare.metric_series`` output, runs-table rows), so each face builds
-the same chart from what it already has. Every figure's modebar downloads it as PNG; the
-report adds SVG.
+the same chart from what it already has. Every figure's camera button downloads it (PNG, or
+SVG when the app's "Chart download" says so); the report has PNG and SVG buttons.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 # TensorBoard's default smoothing weight.
 SMOOTHING = 0.6
 # The modebar of every chart: PNG download at twice the screen size, no plotly logo.
-CHART_CONFIG = {"displaylogo": False,
+CHART_CONFIG: dict[str, Any] = {"displaylogo": False,
                 "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 

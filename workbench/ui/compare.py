@@ -50,6 +50,8 @@ class CompareView(Viewer):
     parallel_metric = param.Selector(default="best_val_accuracy", objects=NUMERIC)
     scatter_x = param.Selector(default="lr", objects=NUMERIC)
     scatter_y = param.Selector(default="best_val_accuracy", objects=NUMERIC)
+    image_format = param.Selector(default="png", objects=["png", "svg"],
+                                  doc="what each chart's camera button downloads")
 
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
@@ -62,6 +64,15 @@ class CompareView(Viewer):
                                        config=CHART_CONFIG, css_classes=["chart-scatter"])
         self._load()
         self._draw_plots()
+
+    def _config(self) -> dict[str, Any]:
+        return {**CHART_CONFIG, "toImageButtonOptions": {
+            **CHART_CONFIG["toImageButtonOptions"], "format": self.image_format}}
+
+    @param.depends("image_format", watch=True)
+    def _set_image_format(self) -> None:
+        for pane in [self._parallel, self._scatter, *self._charts.objects]:
+            pane.config = self._config()
 
     # ---- data ------------------------------------------------------------------------------
     @param.depends("run_ids", "metrics", "x", watch=True)
@@ -94,7 +105,7 @@ class CompareView(Viewer):
             pn.pane.Plotly(metric_figure(self._data["series"], metric, self._data["names"],
                                          x=self.x, smoothing=self.smoothing, log_x=self.log_x,
                                          log_y=self.log_y),
-                           sizing_mode="stretch_width", height=320, config=CHART_CONFIG,
+                           sizing_mode="stretch_width", height=320, config=self._config(),
                            css_classes=["chart-compare", f"chart-compare-{metric}"])
             for metric in self.metrics]
 
@@ -137,6 +148,7 @@ class CompareView(Viewer):
             w.FloatSlider.from_param(self.param.smoothing, name="Smoothing", width=160),
             pn.Column(w.Checkbox.from_param(self.param.log_x, name="log x"),
                       w.Checkbox.from_param(self.param.log_y, name="log y"), margin=(18, 5)),
+            w.Select.from_param(self.param.image_format, name="Chart download", width=110),
             pn.Column(download, margin=(18, 5)),
         )
         plots = pn.Row(
