@@ -6,7 +6,13 @@ import pytest
 
 from tests.utils.factories import mlp
 from workbench import events as ev
-from workbench.service.charts import metric_figure, parallel_figure, scatter_figure, smoothed
+from workbench.service.charts import (
+    grouped,
+    metric_figure,
+    parallel_figure,
+    scatter_figure,
+    smoothed,
+)
 from workbench.service.compare import architecture_summary, diff_rows, flatten, metric_series
 from workbench.service.report import build_report
 from workbench.store import Store
@@ -87,3 +93,15 @@ def test_report_escapes_names_and_inlines_plotly():
                         {"r_1": "<script>x</script>"})
     assert "<script>x</script>" not in page and "&lt;script&gt;x&lt;/script&gt;" in page
     assert "&lt;b&gt;t&lt;/b&gt;" in page and "Plotly" in page and "<script src" not in page
+
+
+def test_grouping_averages_runs_per_value():
+    series = {"a": {"loss": {"x": [1, 2], "y": [1.0, 0.5]}},
+              "b": {"loss": {"x": [1, 2], "y": [3.0, None]}},
+              "c": {"loss": {"x": [1], "y": [7.0]}}}
+    groups = {"a": "optimizer=adam", "b": "optimizer=adam", "c": "optimizer=sgd"}
+    assert grouped(series, "loss", groups) == {
+        "optimizer=adam (2 runs)": {"loss": {"x": [1, 2], "y": [2.0, 0.5]}},
+        "optimizer=sgd (1 runs)": {"loss": {"x": [1], "y": [7.0]}}}
+    fig = metric_figure(series, "loss", {}, groups=groups)
+    assert [t.name for t in fig.data] == ["optimizer=adam (2 runs)", "optimizer=sgd (1 runs)"]

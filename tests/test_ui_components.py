@@ -236,6 +236,10 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     assert list(compare._charts.objects[0].object.data[1].y) != raw
     compare.log_y = True
     assert compare._charts.objects[0].object.layout.yaxis.type == "log"
+    compare.group_by = "experiment"
+    assert sorted(t.name for t in compare._charts.objects[0].object.data) == [
+        "experiment=default (1 runs)", "experiment=side (1 runs)"]
+    compare.group_by = ""
     compare.image_format = "svg"
     assert compare._charts.objects[0].config["toImageButtonOptions"]["format"] == "svg"
     assert compare._scatter.config["toImageButtonOptions"]["format"] == "svg"

@@ -42,13 +42,38 @@ def _layout(title: str, height: int, **axes: Any) -> dict[str, Any]:
                 legend=dict(orientation="h", y=-0.22), **axes)
 
 
+def grouped(series: Mapping[str, Mapping[str, Mapping[str, list[Any]]]], metric: str,
+            groups: Mapping[str, str]) -> dict[str, dict[str, dict[str, list[Any]]]]:
+    """Aim's grouping: the runs of each group (``groups``: run id -> label) as one curve, the
+    mean at each x over the runs that have a point there; labelled ``label (n runs)``."""
+    members: dict[str, list[str]] = {}
+    for run_id in series:
+        members.setdefault(groups.get(run_id, "?"), []).append(run_id)
+    out: dict[str, dict[str, dict[str, list[Any]]]] = {}
+    for label, run_ids in members.items():
+        at: dict[Any, list[float]] = {}
+        for run_id in run_ids:
+            points = series[run_id].get(metric) or {"x": [], "y": []}
+            for xv, yv in zip(points["x"], points["y"]):
+                if yv is not None and not (isinstance(yv, float) and math.isnan(yv)):
+                    at.setdefault(xv, []).append(yv)
+        xs = sorted(at)
+        out[f"{label} ({len(run_ids)} runs)"] = {
+            metric: {"x": xs, "y": [sum(at[v]) / len(at[v]) for v in xs]}}
+    return out
+
+
 def metric_figure(series: Mapping[str, Mapping[str, Mapping[str, list[Any]]]], metric: str,
                   names: Mapping[str, str], *, x: str = "epoch", smoothing: float = 0.0,
-                  log_x: bool = False, log_y: bool = False, height: int = 320) -> go.Figure:
-    """One metric of several runs, one line per run named by the run's name."""
+                  log_x: bool = False, log_y: bool = False, height: int = 320,
+                  groups: Mapping[str, str] | None = None) -> go.Figure:
+    """One metric of several runs, one line per run named by the run's name (or, with
+    ``groups``, one mean line per group: see :func:`grouped`)."""
     fig = go.Figure(layout=_layout(
         metric, height, xaxis=dict(title=x, type="log" if log_x else "linear"),
         yaxis=dict(title=metric, type="log" if log_y else "linear")))
+    if groups is not None:
+        series, names = grouped(series, metric, groups), {}
     for run_id, per_metric in series.items():
         points = per_metric.get(metric) or {"x": [], "y": []}
         y = smoothed(points["y"], smoothing) if smoothing > 0 else list(points["y"])

@@ -50,6 +50,10 @@ class CompareView(Viewer):
     parallel_metric = param.Selector(default="best_val_accuracy", objects=NUMERIC)
     scatter_x = param.Selector(default="lr", objects=NUMERIC)
     scatter_y = param.Selector(default="best_val_accuracy", objects=NUMERIC)
+    group_by = param.Selector(default="", objects=["", "optimizer", "lr", "batch_size",
+                                                   "epochs", "architecture", "experiment",
+                                                   "model", "dataset"],
+                              doc="one mean curve per value of this column ('': per run)")
     image_format = param.Selector(default="png", objects=["png", "svg"],
                                   doc="what each chart's camera button downloads")
 
@@ -96,15 +100,23 @@ class CompareView(Viewer):
             ["setting", *names], [[d["key"], *d["values"]] for d in diff],
             ["differs" if d["differs"] else "" for d in diff], css="diff")
 
-    @param.depends("smoothing", "log_x", "log_y", watch=True)
+    def _groups(self) -> dict[str, str] | None:
+        if not self.group_by or self._data is None:
+            return None
+        values = {r.get("run_id"): r.get(self.group_by) for r in self.rows}
+        return {run_id: f"{self.group_by}={values.get(run_id)}"
+                for run_id in self._data["run_ids"]}
+
+    @param.depends("smoothing", "log_x", "log_y", "group_by", watch=True)
     def _draw_charts(self) -> None:
         if self._data is None:
             self._charts.objects = []
             return
+        groups = self._groups()
         self._charts.objects = [
             pn.pane.Plotly(metric_figure(self._data["series"], metric, self._data["names"],
                                          x=self.x, smoothing=self.smoothing, log_x=self.log_x,
-                                         log_y=self.log_y),
+                                         log_y=self.log_y, groups=groups),
                            sizing_mode="stretch_width", height=320, config=self._config(),
                            css_classes=["chart-compare", f"chart-compare-{metric}"])
             for metric in self.metrics]
@@ -145,6 +157,7 @@ class CompareView(Viewer):
         controls = pn.Row(
             w.MultiChoice.from_param(self.param.metrics, name="Metrics", width=300),
             w.Select.from_param(self.param.x, name="x axis", width=110),
+            w.Select.from_param(self.param.group_by, name="Group by", width=130),
             w.FloatSlider.from_param(self.param.smoothing, name="Smoothing", width=160),
             pn.Column(w.Checkbox.from_param(self.param.log_x, name="log x"),
                       w.Checkbox.from_param(self.param.log_y, name="log y"), margin=(18, 5)),

@@ -32,7 +32,7 @@ _COLUMNS = ["run_id", "name", "experiment", "tags", "state", "error", "model", "
             "device", "optimizer", "lr", "batch_size", "architecture", "best_val_accuracy",
             "final_val_loss", "test_accuracy", "duration_s", "samples_per_s", "created_at"]
 # What the charts below the table need from every row, shown or not.
-_CHART_COLUMNS = ["run_id", "name", "optimizer", "lr", "batch_size", "epochs", "architecture",
+_CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer", "lr", "batch_size", "epochs", "architecture",
                   "duration_s", "best_val_accuracy", "final_val_accuracy", "best_val_loss",
                   "final_val_loss", "final_train_loss", "test_accuracy", "test_loss",
                   "samples_per_s", "total_tflops", "device", "state",
