@@ -12,7 +12,7 @@ from .training import _connect
 
 # What `workbench runs` shows unless --columns says otherwise (every column: --columns all).
 RUN_COLUMNS = ("run_id", "name", "experiment", "tags", "model", "state", "error", "epoch",
-               "dataset", "device", "optimizer", "lr", "batch_size", "architecture",
+               "dataset", "target", "device", "optimizer", "lr", "batch_size", "architecture",
                "best_val_accuracy", "test_accuracy", "samples_per_s", "duration_s",
                "created_at")
 ALL_COLUMNS = ("run_id", "name", "experiment", "tags", "notes", "state", "error", "model_id",
