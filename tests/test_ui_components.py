@@ -197,28 +197,74 @@ def test_failed_run_shows_its_error(service, tmp_path, monkeypatch):
 
 def test_runs_view_table_filters_compare_and_sql(trained, service):
     state, _, run = trained
+    other = service.create_external_run(name="tracked-other", experiment="side",
+                                        config={"lr": 0.5, "optimizer": "sgd"}, tags=["x"])
+    service.log_metrics(other.run_id, {"key": ["val_loss", "val_loss"], "value": [2.0, 1.0],
+                                       "step": [0, 1], "epoch": [1, 2]})
+    service.finish_external_run(other.run_id)
     view = RunsView(state)
     table = view._table.value
-    assert run.run_id in set(table["run_id"])
+    assert table.iloc[0]["run_id"] == other.run_id  # newest first
+    assert list(table["created_at"]) == sorted(table["created_at"], reverse=True)
+    mine = table[table["run_id"] == run.run_id].iloc[0]
+    assert mine["name"] == run.name and mine["architecture"] == "784-64-10"
     view.state_filter = ["failed"]
     assert run.run_id not in set(view._table.value["run_id"])
     view.state_filter = []
     view.model_filter = "no-such-model"
     assert view._table.value.empty
     view.model_filter = ""
-    row = list(view._table.value["run_id"]).index(run.run_id)
-    view._table.selection = [row]
-    assert view.selected == [run.run_id]
-    assert len(view._compare.object.data) == 1 and len(view._compare.object.data[0].x) == 2
+    view.query = "tag:x"
+    assert list(view._table.value["run_id"]) == [other.run_id] and view.total == 1
+    view.query = "val_accuracy >"
+    assert "position 14" in view.query_error and view._table.value.empty
+    view.query = ""
+    assert view.query_error == "" and view.total >= 2
+    view.columns = ["name", "lr"]
+    assert list(view._table.value.columns) == ["run_id", "name", "lr"]
+
+    rows = list(view._table.value["run_id"])
+    view._table.selection = [rows.index(run.run_id), rows.index(other.run_id)]
+    assert view.selected == [run.run_id, other.run_id]
+    compare = view.compare
+    compare.metrics = ["val_loss"]
+    (chart,) = compare._charts.objects
+    names = [t.name for t in chart.object.data]
+    assert names == [run.name, "tracked-other"]  # legends by run name, not ids
+    raw = list(chart.object.data[1].y)
+    compare.smoothing = 0.5
+    assert list(compare._charts.objects[0].object.data[1].y) != raw
+    compare.log_y = True
+    assert compare._charts.objects[0].object.layout.yaxis.type == "log"
+    compare.group_by = "experiment"
+    assert sorted(t.name for t in compare._charts.objects[0].object.data) == [
+        "experiment=default (1 runs)", "experiment=side (1 runs)"]
+    compare.group_by = ""
+    compare.image_format = "svg"
+    assert compare._charts.objects[0].config["toImageButtonOptions"]["format"] == "svg"
+    assert compare._scatter.config["toImageButtonOptions"]["format"] == "svg"
+    diff = compare.diff_frame().set_index("setting")
+    assert diff.loc["experiment", "differs"] and "<tr class='differs'>" in compare._diff.object
+    assert compare._parallel.object.data[0].type == "parcoords"
+    assert len(compare._scatter.object.data[0].x) == view.total
+    assert "<html>" in compare.report_html() and "tracked-other" in compare.report_html()
+
+    view.edit_name, view.edit_tags = "renamed-other", "x, y"
+    view.save_edits()
+    assert view.edit_error == "" and service.get_run(other.run_id).tags == ("x", "y")
+    view.edit_tags = "has space"
+    view.save_edits()
+    assert "tags[0]" in view.edit_error
+
     assert any(len(t.y) for t in view._history.object.data)
     view.sql = "SELECT run_id, state FROM runs WHERE state = 'succeeded'"
     view.run_sql()
     assert view.sql_error == "" and run.run_id in set(view._sql_result.value["run_id"])
     view.sql = "DELETE FROM runs"
     view.run_sql()
-    assert "read-only" in view.sql_error
+    assert "read-only" in view.sql_error and view._sql_result.value.empty  # old result gone
     view.open_selected()
-    assert state.run_id == run.run_id
+    assert state.run_id == other.run_id
 
 
 def _drawn_one() -> str:

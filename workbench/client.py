@@ -61,7 +61,7 @@ class Client:
 
     def _request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
                  params: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
-                 timeout: float | None = None) -> Any:
+                 timeout: float | None = None, raw: bool = False) -> Any:
         if json is not None:
             content = orjson.dumps(json, option=orjson.OPT_SERIALIZE_NUMPY)
             headers = {"Content-Type": "application/json", **(headers or {})}
@@ -84,7 +84,7 @@ class Client:
                 elif response.status_code >= 400:
                     raise _api_error(response)
                 else:
-                    return response.json()
+                    return response.content if raw else response.json()
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -137,6 +137,53 @@ class Client:
             if value is not None:
                 params[key] = value
         return self._request("GET", "/runs", params=params)
+
+    def runs_table(self, *, filter: str | None = None, sort: str = "-created_at",  # noqa: A002
+                   columns: Sequence[str] | None = None, limit: int = 100, offset: int = 0
+                   ) -> dict[str, Any]:
+        """The rich runs table: ``{"columns", "items", "total", "next_offset"}``; ``filter``
+        like ``val_accuracy > 0.9 and tag:baseline``, ``sort`` a column ('-' descending)."""
+        params: dict[str, Any] = {"sort": sort, "limit": limit, "offset": offset}
+        if filter:
+            params["filter"] = filter
+        if columns:
+            params["columns"] = ",".join(columns)
+        return self._request("GET", "/runs/table", params=params)
+
+    def export_runs(self, fmt: str = "csv", *, filter: str | None = None,  # noqa: A002
+                    sort: str = "-created_at", columns: Sequence[str] | None = None) -> bytes:
+        """The runs table as CSV or Parquet bytes."""
+        params: dict[str, Any] = {"format": fmt, "sort": sort}
+        if filter:
+            params["filter"] = filter
+        if columns:
+            params["columns"] = ",".join(columns)
+        return self._request("GET", "/runs/export", params=params, raw=True)
+
+    def update_run(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        """Rename / move / tag / annotate a run: ``name``, ``experiment``, ``tags``, ``notes``."""
+        body = {k: v for k, v in changes.items() if v is not None}
+        return self._request("PATCH", f"/runs/{run_id}", json=body)
+
+    def compare_runs(self, run_ids: Sequence[str], *, metrics: Sequence[str] | None = None,
+                     x: str = "epoch") -> dict[str, Any]:
+        body: dict[str, Any] = {"run_ids": list(run_ids), "x": x}
+        if metrics:
+            body["metrics"] = list(metrics)
+        return self._request("POST", "/runs/compare", json=body)
+
+    def report(self, run_ids: Sequence[str], *, metrics: Sequence[str] | None = None,
+               x: str = "epoch", title: str | None = None) -> str:
+        """A self-contained HTML report of the runs."""
+        body: dict[str, Any] = {"run_ids": list(run_ids), "x": x}
+        if metrics:
+            body["metrics"] = list(metrics)
+        if title:
+            body["title"] = title
+        return self._request("POST", "/runs/report", json=body, raw=True).decode()
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/experiments")["items"]
 
     def events(self, run_id: str, *, after: int = 0, wait: float = 0.0, limit: int = 1000
                ) -> dict[str, Any]:

@@ -240,39 +240,73 @@ def _show_run(run_id: str) -> NotebookRun:
     return handle
 
 
-RUN_COLUMNS = ["run_id", "model", "state", "dataset", "target", "device", "epoch", "epochs",
-               "val_accuracy", "val_loss", "test_accuracy", "samples_per_s", "total_tflops",
-               "created", "param_id"]
+def runs(*, filter: str | None = None, state: str | None = None,  # noqa: A002
+         model_id: str | None = None, experiment: str | None = None,
+         columns: list[str] | None = None, sort: str = "-created_at", limit: int = 1000) -> Any:
+    """The runs table as a pandas DataFrame, newest first (``.head()`` is the latest run).
 
-
-def runs(*, state: str | None = None, model_id: str | None = None, limit: int = 1000) -> Any:
-    """Runs as a pandas DataFrame, newest first (filters: state, model_id)."""
+    ``filter`` in the runs filter syntax (``"val_accuracy > 0.9 and tag:baseline"``);
+    ``model_id`` a model's id or name; ``columns`` any of the runs table's; ``sort`` a column,
+    ``-`` first for descending."""
     import pandas as pd
 
+    parts = [f"({filter})"] if filter else []
+    for column, value in (("state", state), ("experiment", experiment)):
+        if value:
+            parts.append(f"{column} = {_quoted(value)}")
+    if model_id:
+        parts.append(f"(model_id = {_quoted(model_id)} or model = {_quoted(model_id)})")
     c = client()
     items: list[dict[str, Any]] = []
-    cursor = None
-    while len(items) < limit:
-        page = c.runs(state=state, model_id=model_id, cursor=cursor,
-                      limit=min(500, limit - len(items)))
+    offset: int | None = 0
+    shown: list[str] = list(columns or [])
+    while offset is not None and len(items) < limit:
+        page = c.runs_table(filter=" and ".join(parts) or None, sort=sort, columns=columns,
+                            limit=min(1000, limit - len(items)), offset=offset)
         items += page["items"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
-    rows = [{
-        "run_id": r["run_id"], "model": r["model_id"], "state": r["state"],
-        "dataset": r["dataset"], "target": r.get("target"), "device": r.get("device") or "",
-        "epoch": r["epoch"], "epochs": r["epochs_total"],
-        "val_accuracy": r["metrics"].get("val_accuracy"), "val_loss": r["metrics"].get("val_loss"),
-        "test_accuracy": r["metrics"].get("test_accuracy"),
-        "samples_per_s": r["metrics"].get("samples_per_s"),
-        "total_tflops": r["metrics"].get("total_tflops"),
-        "created": (r.get("created_at") or "")[:19].replace("T", " "),
-        "param_id": r.get("param_id") or "",
-    } for r in items]
-    return pd.DataFrame(rows, columns=RUN_COLUMNS).round(
-        {"val_accuracy": 4, "val_loss": 4, "test_accuracy": 4, "samples_per_s": 0,
-         "total_tflops": 6})
+        shown = page["columns"]
+        offset = page["next_offset"]
+    frame = pd.DataFrame(items, columns=shown)
+    for column in [c for c in shown if c.endswith("_at")]:
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def update_run(run_id: str, *, name: str | None = None, experiment: str | None = None,
+               tags: list[str] | None = None, notes: str | None = None) -> dict[str, Any]:
+    """Rename a run, move it to an experiment, replace its tags or notes."""
+    return client().update_run(run_id, name=name, experiment=experiment, tags=tags, notes=notes)
+
+
+def compare(run_ids: list[str], *, metrics: list[str] | None = None, x: str = "epoch") -> Any:
+    """The settings of runs side by side (a DataFrame, one column per run name; the
+    ``differs`` column marks what differs). ``report`` draws their curves."""
+    import pandas as pd
+
+    data = client().compare_runs(run_ids, metrics=metrics, x=x)
+    names = [data["names"][r] for r in data["run_ids"]]
+    frame = pd.DataFrame([d["values"] for d in data["diff"]], columns=names,
+                         index=[d["key"] for d in data["diff"]])
+    frame["differs"] = [d["differs"] for d in data["diff"]]
+    return frame
+
+
+def report(run_ids: list[str], path: str | None = None, *, metrics: list[str] | None = None,
+           x: str = "epoch", title: str | None = None) -> Any:
+    """A self-contained HTML report of the runs: written to ``path`` when given, shown
+    inline otherwise."""
+    page = client().report(run_ids, metrics=metrics, x=x, title=title)
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+        return path
+    from IPython.display import HTML
+
+    return HTML(page)
 
 
 def sql(query: str, *, limit: int = 10_000) -> Any:

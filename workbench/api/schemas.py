@@ -6,13 +6,18 @@ module only adds the envelopes around them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..spec import Architecture, Hyperparams, Parameters
 
 MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
+
+# A run's (or experiment's) name and a tag, as the store takes them (``store.runs.clean_*``).
+RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+RunTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                          pattern=r"^\S+$")]
 
 
 class ErrorBody(BaseModel):
@@ -60,6 +65,12 @@ class TrainRequest(BaseModel):
     world_size: int | None = Field(default=None, ge=1, le=64, strict=True,
                                    description="ranks of a ddp / pipeline run (default 2; at "
                                    "most the machine's CPU count, WORKBENCH_MAX_WORLD_SIZE)")
+    name: RunName | None = Field(
+        default=None, description="the run's name (default: a readable adjective-noun-NN)")
+    experiment: RunName | None = Field(
+        default=None, description="the experiment it belongs to (default 'default')")
+    tags: list[RunTag] = Field(default_factory=list, max_length=100,
+                               description="labels without spaces")
 
 
 class TrainAccepted(BaseModel):
@@ -86,6 +97,10 @@ class RunPublic(BaseModel):
     created_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    name: str = Field(default="", description="readable name (adjective-noun-NN by default)")
+    experiment: str = Field(default="default", description="the experiment it belongs to")
+    tags: list[str] = Field(default_factory=list)
+    notes: str = ""
 
 
 class RunPage(BaseModel):

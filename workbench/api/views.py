@@ -39,6 +39,10 @@ def run_view(run: RunRecord) -> dict[str, Any]:
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
+        "name": run.name,
+        "experiment": run.experiment,
+        "tags": list(run.tags),
+        "notes": run.notes,
     }
     if run.param_id and run.state == "succeeded":
         view["param_id"] = run.param_id

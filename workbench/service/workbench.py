@@ -34,9 +34,10 @@ from ..spec import (
     check_model_limits,
     validate_architecture,
 )
-from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, Store
+from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, RunsTable, Store
 from ..train import TrainResult
 from ..train.job import RunSpec, execute
+from . import compare
 from .bus import EventBus
 from .errors import Conflict, InvalidInput, NotFound, QueueFull
 from .inference import ModelCache, build_loaded, check_inputs, forward, loaded_from_blob
@@ -151,12 +152,15 @@ class Workbench:
         self._check_data(arch, dataset, None)
         return self._store_run(model_id, hp, dataset, target), hp
 
-    def _store_run(self, model_id: str, hp: Hyperparams, dataset: str, target: str) -> RunRecord:
+    def _store_run(self, model_id: str, hp: Hyperparams, dataset: str, target: str, *,
+                   name: str | None = None, experiment: str | None = None,
+                   tags: list[str] | None = None) -> RunRecord:
         from ..data import canonical_name
 
         return self.store.create_run(
             model_id=model_id, hyperparams=hp.to_json(), epochs_total=hp.epochs,
-            dataset=canonical_name(dataset), target=target,
+            dataset=canonical_name(dataset), target=target, name=name, experiment=experiment,
+            tags=tags or (),
         )
 
     # ---- admission: every check a run passes before anything is stored -----------------------
@@ -286,9 +290,11 @@ class Workbench:
         self, model_id: str, *, hyperparams: dict[str, Any] | None = None,
         dataset: str = "mnist", target: str = "local", device: str = "auto",
         limit: int | None = None, spec_overrides: dict[str, Any] | None = None,
-        initial_param_id: str | None = None,
+        initial_param_id: str | None = None, name: str | None = None,
+        experiment: str | None = None, tags: list[str] | None = None,
     ) -> RunRecord:
-        """Queue a run; it trains asynchronously on ``target``'s executor.
+        """Queue a run; it trains asynchronously on ``target``'s executor (``name``,
+        ``experiment``, ``tags``: how it is organised; a readable name when none is given).
 
         ``spec_overrides`` are further JSON ``RunSpec`` fields (fine-tuning: freeze, data_url;
         allow_dropout for Cortex models); ``initial_param_id`` starts from a stored parameter
@@ -307,7 +313,8 @@ class Workbench:
         self.check_submission(arch, hp, dataset=dataset, target=target, device=device,
                               spec_overrides=spec_overrides)
         with self._admission():
-            run = self._store_run(model_id, hp, dataset, target)
+            run = self._store_run(model_id, hp, dataset, target, name=name,
+                                  experiment=experiment, tags=tags)
             options = {"device": device, "limit": limit, "spec_overrides": spec_overrides or {},
                        "initial_param_id": initial_param_id}
             self.record_event(ev.make_event(RUN_QUEUED, run.run_id, target=target, **options))
@@ -357,15 +364,19 @@ class Workbench:
         except Exception:
             log.exception("could not store %s event of %s", event.get("type"), run_id)
         if isinstance(run_id, str):
-            with self._runs_lock:
-                self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
-                self._runs.pop(run_id, None)
+            self._invalidate(run_id)
         self.bus.publish(event)
         if event.get("type") in ev.TERMINAL and isinstance(run_id, str):
             with self._lock:
                 if self._active.pop(run_id, None) is None:
                     self._ended.add(run_id)
             self._pump()
+
+    def _invalidate(self, run_id: str) -> None:
+        """The run changed: drop its cached record (and any read racing with the change)."""
+        with self._runs_lock:
+            self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
+            self._runs.pop(run_id, None)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._runs_lock:
@@ -407,6 +418,58 @@ class Workbench:
             self.record_event(ev.make_event(ev.RUN_CANCELLED, run_id, epoch=run.epoch))
         return self.get_run(run_id)
 
+    # ---- organising and comparing runs ----------------------------------------------------
+    def runs_table(self, **options: Any) -> RunsTable:
+        """Rows of the runs table (``Store.runs_table``: columns, filter, sort, limit, offset,
+        run_ids); ValueError / FilterError for a bad option."""
+        return self.store.runs_table(**options)
+
+    def update_run(self, run_id: str, *, name: str | None = None, experiment: str | None = None,
+                   tags: list[str] | None = None, notes: str | None = None) -> RunRecord:
+        """Rename a run, move it to an experiment, set its tags or notes (None: unchanged)."""
+        self.get_run(run_id)  # NotFound
+        self.store.update_run(run_id, name=name, experiment=experiment, tags=tags, notes=notes)
+        self._invalidate(run_id)
+        return self.get_run(run_id)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        return self.store.experiments()
+
+    def tags(self) -> list[tuple[str, int]]:
+        return self.store.tags()
+
+    def compare_runs(self, run_ids: list[str], *, metrics: list[str] | None = None,
+                     x: str = "epoch") -> dict[str, Any]:
+        """What comparing runs shows: their runs-table rows (in the order given), the diff of
+        their settings, and the curves of ``metrics`` (default: losses and accuracies)."""
+        if not 1 <= len(run_ids) <= compare.MAX_COMPARE_RUNS:
+            raise ValueError(f"run_ids: 1 to {compare.MAX_COMPARE_RUNS} runs, got {len(run_ids)}")
+        run_ids = list(dict.fromkeys(run_ids))
+        runs = [self.get_run(r) for r in run_ids]  # NotFound names the first unknown one
+        metrics = list(metrics or compare.DEFAULT_METRICS)
+        architectures = {}
+        for model_id in {r.model_id for r in runs}:
+            model = self.store.get_model(model_id)
+            architectures[model_id] = model.architecture if model else None
+        table = self.store.runs_table(run_ids=run_ids, limit=len(run_ids))
+        by_id = {row["run_id"]: row for row in table.rows}
+        return {
+            "run_ids": run_ids, "names": {r.run_id: r.name or r.run_id for r in runs},
+            "rows": [by_id[r] for r in run_ids if r in by_id],
+            "diff": compare.diff_rows(runs, architectures), "metrics": metrics, "x": x,
+            "series": compare.metric_series(self.store, runs, metrics, x=x),
+        }
+
+    def runs_report(self, run_ids: list[str], *, metrics: list[str] | None = None,
+                    x: str = "epoch", title: str | None = None) -> str:
+        """A self-contained HTML report of the runs (see :mod:`workbench.service.report`)."""
+        from .report import build_report
+
+        data = self.compare_runs(run_ids, metrics=metrics, x=x)
+        return build_report(title or f"Runs: {', '.join(data['names'].values())}"[:200],
+                            data["rows"], data["diff"], data["series"], data["metrics"],
+                            data["names"], x=x)
+
     # ---- external runs (workbench.track) ---------------------------------------------------
     def create_external_run(
         self, *, name: str, experiment: str = "default", config: dict[str, Any] | None = None,
@@ -416,7 +479,8 @@ class Workbench:
         target ``"external"``; its name, experiment, tags and config are the run's hyperparams
         (``{"name", "experiment", "tags", "config"}``) and its ``run.started`` event."""
         meta = {"name": name, "experiment": experiment, "tags": list(tags or [])}
-        run = self.store.create_external_run(hyperparams={**meta, "config": dict(config or {})})
+        run = self.store.create_external_run(hyperparams={**meta, "config": dict(config or {})},
+                                             name=name, experiment=experiment, tags=tags or ())
         self.record_event(ev.make_event(ev.RUN_STARTED, run.run_id, device=device,
                                         epochs_total=0, external=True, **meta))
         return self.get_run(run.run_id)
@@ -455,9 +519,7 @@ class Workbench:
         except DuplicateBatch:
             return None, False
         event = {**event, "id": event_id}
-        with self._runs_lock:
-            self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
-            self._runs.pop(run_id, None)
+        self._invalidate(run_id)
         self.bus.publish(event)
         return event_id, True
 
@@ -488,8 +550,9 @@ class Workbench:
         """An external run and its ``{"name", "experiment", "tags", "config"}``."""
         run = self._external_run(run_id, live=False)
         hp = run.hyperparams or {}
-        return run, {"name": hp.get("name"), "experiment": hp.get("experiment"),
-                     "tags": list(hp.get("tags") or []), "config": hp.get("config") or {}}
+        # The run's columns, not its hyperparams: a rename or new tags show here too.
+        return run, {"name": run.name or hp.get("name"), "experiment": run.experiment,
+                     "tags": list(run.tags), "config": hp.get("config") or {}}
 
     def run_owner_key(self, run_id: str, owner_type: str = "run.owner") -> str | None:
         """The key id that started a run (its first ``owner_type`` event), cached: it never

@@ -23,11 +23,14 @@ from workbench.store.entities import (
 from workbench.store.keys import ApiKeyRecord
 from workbench.store.migrations import LATEST_VERSION, MIGRATIONS, Migration, SchemaTooNewError
 from workbench.store.nodes import NODE_STATUSES, NodeRecord
+from workbench.store.run_filter import FilterError
+from workbench.store.runs_table import RunsTable
 from workbench.store.sandbox import VIEWS as QUERYABLE_VIEWS
 from workbench.store.sql import QueryTimeoutError
 
 __all__ = [
     "ApiKeyRecord",
+    "FilterError",
     "LATEST_VERSION",
     "MIGRATIONS",
     "RUN_STATES",
@@ -41,6 +44,7 @@ __all__ = [
     "QUERYABLE_VIEWS",
     "QueryTimeoutError",
     "RunRecord",
+    "RunsTable",
     "SchemaTooNewError",
     "Store",
     "StoreLockedError",

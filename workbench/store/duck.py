@@ -9,6 +9,8 @@ entity in sibling modules, each small and with one job:
     metrics.py     long-form metrics           sql.py      the user's read-only query
     keys.py        API-key hashes              nodes.py    registered compute nodes
     sandbox.py     what user SQL may read      values.py   JSON and id helpers
+    runs_table.py  the rich, filtered runs table  run_filter.py  its filter syntax
+    summary.py     per-run metric summaries    names.py    readable default run names
 
 One ``duckdb`` connection per ``Store`` guarded by a re-entrant lock, so the server may apply
 events from several threads. Every write is one transaction (``apply_event`` commits per event),
@@ -29,6 +31,7 @@ from workbench.store.models import ModelsMixin
 from workbench.store.nodes import NodesMixin
 from workbench.store.params import ParamsMixin, safetensors_data_bytes
 from workbench.store.runs import RunsMixin
+from workbench.store.runs_table import RunsTableMixin
 from workbench.store.sql import SqlMixin
 
 __all__ = ["Store", "StoreLockedError", "safetensors_data_bytes"]
@@ -38,6 +41,7 @@ class Store(
     StoreConnection,
     ModelsMixin,
     RunsMixin,
+    RunsTableMixin,
     EventsMixin,
     ParamsMixin,
     MetricsMixin,

@@ -41,6 +41,12 @@ class RunRecord:
     updated_at: datetime
     # The latest epoch's metrics {name: value} (step-level "step_loss" excluded).
     metrics: dict[str, float] = field(default_factory=dict)
+    # Organisation: a readable name (a default one if none was given), the experiment the
+    # run belongs to, its tags and free-text notes.
+    name: str = ""
+    experiment: str = "default"
+    tags: tuple[str, ...] = ()
+    notes: str = ""
 
     @property
     def is_terminal(self) -> bool:

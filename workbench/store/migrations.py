@@ -16,6 +16,9 @@ from datetime import datetime, timezone
 
 import duckdb
 
+from workbench.store.names import default_run_name
+from workbench.store.summary import backfill_summaries
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -181,9 +184,48 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        version=5,
+        description="run organisation (name, experiment, tags, notes) and run_summary",
+        statements=(
+            "ALTER TABLE runs ADD COLUMN name VARCHAR",
+            "ALTER TABLE runs ADD COLUMN experiment VARCHAR DEFAULT 'default'",
+            "ALTER TABLE runs ADD COLUMN tags VARCHAR[] DEFAULT []",
+            "ALTER TABLE runs ADD COLUMN notes VARCHAR DEFAULT ''",
+            """
+            CREATE TABLE run_summary (
+                run_id      VARCHAR NOT NULL,
+                name        VARCHAR NOT NULL,
+                final       DOUBLE,
+                best_min    DOUBLE,
+                best_max    DOUBLE,
+                final_epoch INTEGER,
+                points      BIGINT NOT NULL,
+                PRIMARY KEY (run_id, name)
+            )
+            """,
+        ),
+        apply=lambda con: _organise_existing_runs(con),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0
+
+
+def _organise_existing_runs(con: duckdb.DuckDBPyConnection) -> None:
+    """Runs from before version 5: a tracked run keeps the name, experiment and tags its
+    client gave (kept in its hyperparams); every other run gets its readable default name."""
+    con.execute(
+        "UPDATE runs SET name = json_extract_string(hyperparams, '$.name'), "
+        "experiment = coalesce(json_extract_string(hyperparams, '$.experiment'), 'default'), "
+        "tags = coalesce(CAST(json_extract_string(hyperparams, '$.tags[*]') AS VARCHAR[]), []) "
+        "WHERE target = 'external'"
+    )
+    unnamed = [r[0] for r in con.execute("SELECT run_id FROM runs WHERE name IS NULL").fetchall()]
+    if unnamed:
+        con.executemany("UPDATE runs SET name = ? WHERE run_id = ?",
+                        [[default_run_name(run_id), run_id] for run_id in unnamed])
+    backfill_summaries(con)
 
 
 class SchemaTooNewError(RuntimeError):

@@ -22,15 +22,47 @@ import duckdb
 from workbench import events as ev
 from workbench.store.entities import RUN_STATES, TERMINAL_STATES, RunRecord
 from workbench.store.models import require_model
+from workbench.store.names import default_run_name
+from workbench.store.summary import store_summary
 from workbench.store.times import aware, aware_opt, utcnow
 from workbench.store.values import dumps, loads, new_id
 
 INTERRUPTED = "interrupted"
+MAX_NAME_CHARS = 200
+MAX_TAGS = 100
+MAX_NOTES_CHARS = 20_000
+
+
+def clean_name(value: str, field: str = "name") -> str:
+    """A run or experiment name, stripped; ValueError naming ``field`` if empty or too long."""
+    text = str(value).strip()
+    if not text or len(text) > MAX_NAME_CHARS:
+        raise ValueError(f"{field}: 1 to {MAX_NAME_CHARS} characters, got {len(text)}")
+    return text
+
+
+def clean_tags(tags: Sequence[str]) -> list[str]:
+    """Tags stripped, de-duplicated in order; ValueError for an empty, long or bad tag."""
+    if isinstance(tags, str):
+        raise ValueError("tags: a list of strings, not one string")
+    out: list[str] = []
+    for i, tag in enumerate(tags):
+        text = str(tag).strip()
+        if not text or len(text) > MAX_NAME_CHARS or any(c.isspace() for c in text):
+            raise ValueError(f"tags[{i}]: 1 to {MAX_NAME_CHARS} characters without spaces, "
+                             f"got {tag!r}")
+        if text not in out:
+            out.append(text)
+    if len(out) > MAX_TAGS:
+        raise ValueError(f"tags: at most {MAX_TAGS}")
+    return out
 
 RUN_COLUMNS = (
     "run_id, model_id, state, error, epoch, epochs_total, hyperparams, dataset, target, "
-    "device, param_id, created_at, started_at, finished_at, updated_at"
+    "device, param_id, created_at, started_at, finished_at, updated_at, name, experiment, "
+    "tags, notes"
 )
+_INSERT = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(['?'] * 19)})"
 
 
 def _encode_cursor(created_at: datetime, run_id: str) -> str:
@@ -86,6 +118,10 @@ class RunsMixin:
             finished_at=aware_opt(row[13]),
             updated_at=aware(row[14]),
             metrics=dict(metrics or {}),
+            name=row[15] or "",
+            experiment=row[16] or "default",
+            tags=tuple(row[17] or ()),
+            notes=row[18] or "",
         )
 
     def create_run(
@@ -96,65 +132,80 @@ class RunsMixin:
         epochs_total: int,
         dataset: str = "mnist",
         target: str = "local",
+        name: str | None = None,
+        experiment: str | None = None,
+        tags: Sequence[str] = (),
+        notes: str = "",
     ) -> RunRecord:
-        now = utcnow()
+        """A queued run of a stored model (named ``adjective-noun-NN`` when ``name`` is None)."""
         run_id = new_id("r_")
         with self._tx() as con:
             require_model(con, model_id)
-            con.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) "
-                "VALUES (?, ?, 'queued', NULL, 0, ?, ?, ?, ?, NULL, NULL, ?, NULL, NULL, ?)",
-                [
-                    run_id,
-                    model_id,
-                    int(epochs_total),
-                    dumps(hyperparams),
-                    dataset,
-                    target,
-                    now,
-                    now,
-                ],
-            )
-        return RunRecord(
-            run_id=run_id,
-            model_id=model_id,
-            state="queued",
-            error=None,
-            epoch=0,
-            epochs_total=int(epochs_total),
-            hyperparams=json.loads(dumps(hyperparams)),
-            dataset=dataset,
-            target=target,
-            device=None,
-            param_id=None,
-            created_at=aware(now),
-            started_at=None,
-            finished_at=None,
-            updated_at=aware(now),
-            metrics={},
-        )
+            return self._insert_run(
+                con, run_id=run_id, model_id=model_id, state="queued", epochs_total=epochs_total,
+                hyperparams=hyperparams, dataset=dataset, target=target, name=name,
+                experiment=experiment, tags=tags, notes=notes)
 
-    def create_external_run(self, *, hyperparams: dict, dataset: str = ev.EXTERNAL_TARGET
-                            ) -> RunRecord:
+    def create_external_run(self, *, hyperparams: dict, dataset: str = ev.EXTERNAL_TARGET,
+                            name: str | None = None, experiment: str | None = None,
+                            tags: Sequence[str] = (), notes: str = "") -> RunRecord:
         """A run trained outside workbench (``workbench.track``): no stored model (its model id
         and target are ``"external"``), created ``running``; its client logs metrics batches
         and ends it. ``recover_interrupted`` leaves such runs alone (their process is not the
         store's owner)."""
-        now = utcnow()
-        run_id = new_id("r_")
         external = ev.EXTERNAL_TARGET
         with self._tx() as con:
-            con.execute(
-                f"INSERT INTO runs ({RUN_COLUMNS}) "
-                "VALUES (?, ?, 'running', NULL, 0, 0, ?, ?, ?, NULL, NULL, ?, ?, NULL, ?)",
-                [run_id, external, dumps(hyperparams), dataset, external, now, now, now],
-            )
+            return self._insert_run(
+                con, run_id=new_id("r_"), model_id=external, state="running", epochs_total=0,
+                hyperparams=hyperparams, dataset=dataset, target=external, name=name,
+                experiment=experiment, tags=tags, notes=notes)
+
+    def _insert_run(self, con: duckdb.DuckDBPyConnection, *, run_id: str, model_id: str,
+                    state: str, epochs_total: int, hyperparams: dict, dataset: str, target: str,
+                    name: str | None, experiment: str | None, tags: Sequence[str],
+                    notes: str) -> RunRecord:
+        now = utcnow()
+        started = now if state == "running" else None
+        name = clean_name(name) if name is not None else default_run_name(run_id)
+        experiment = clean_name(experiment, "experiment") if experiment else "default"
+        tag_list = clean_tags(tags)
+        con.execute(_INSERT, [
+            run_id, model_id, state, None, 0, int(epochs_total), dumps(hyperparams), dataset,
+            target, None, None, now, started, None, now, name, experiment, tag_list, notes])
         return RunRecord(
-            run_id=run_id, model_id=external, state="running", error=None, epoch=0,
-            epochs_total=0, hyperparams=json.loads(dumps(hyperparams)), dataset=dataset,
-            target=external, device=None, param_id=None, created_at=aware(now),
-            started_at=aware(now), finished_at=None, updated_at=aware(now), metrics={},
-        )
+            run_id=run_id, model_id=model_id, state=state, error=None, epoch=0,
+            epochs_total=int(epochs_total), hyperparams=json.loads(dumps(hyperparams)),
+            dataset=dataset, target=target, device=None, param_id=None, created_at=aware(now),
+            started_at=aware_opt(started), finished_at=None, updated_at=aware(now), metrics={},
+            name=name, experiment=experiment, tags=tuple(tag_list), notes=notes)
+
+    def update_run(self, run_id: str, *, name: str | None = None,
+                   experiment: str | None = None, tags: Sequence[str] | None = None,
+                   notes: str | None = None) -> None:
+        """Rename a run, move it to another experiment, replace its tags or notes (what is None
+        stays). ValueError for an unknown run or a bad value, nothing changed then."""
+        sets: list[str] = []
+        params: list[Any] = []
+        if name is not None:
+            sets.append("name = ?")
+            params.append(clean_name(name))
+        if experiment is not None:
+            sets.append("experiment = ?")
+            params.append(clean_name(experiment, "experiment"))
+        if tags is not None:
+            sets.append("tags = ?")
+            params.append(clean_tags(tags))
+        if notes is not None:
+            if len(notes) > MAX_NOTES_CHARS:
+                raise ValueError(f"notes: at most {MAX_NOTES_CHARS} characters")
+            sets.append("notes = ?")
+            params.append(notes)
+        with self._tx() as con:
+            if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is None:
+                raise ValueError(f"unknown run {run_id!r}")
+            if sets:
+                con.execute(f"UPDATE runs SET {', '.join(sets)}, updated_at = ? WHERE run_id = ?",
+                            [*params, utcnow(), run_id])
 
     def run_state(self, run_id: str) -> tuple[str, str] | None:
         """(state, target) of a run, or None: a cheap check (no metrics summary)."""
@@ -284,7 +335,8 @@ class RunsMixin:
         if state == "running":
             sets.append("started_at = coalesce(started_at, ?)")
             params.append(now)
-        if state in TERMINAL_STATES and current not in TERMINAL_STATES:
+        ending = state in TERMINAL_STATES and current not in TERMINAL_STATES
+        if ending:
             sets.append("finished_at = ?")
             params.append(now)
         for column, value in (
@@ -297,6 +349,8 @@ class RunsMixin:
                 sets.append(f"{column} = ?")
                 params.append(value)
         con.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", [*params, run_id])
+        if ending:  # its metrics are final now
+            store_summary(con, run_id)
 
     def recover_interrupted(self, reason: str | None = None) -> list[str]:
         """Mark runs left 'running' (by a process that died) as failed, error ``reason``

@@ -24,17 +24,19 @@ from typing import Any
 import duckdb
 
 # The queryable views: name -> columns of the table of the same name. ``params`` leaves out
-# the weight blobs (``size_bytes`` says how large they are).
+# the weight blobs (``size_bytes`` says how large they are). ``run_summary``: per finished run
+# and metric its final, min, max value (see :mod:`workbench.store.summary`).
 VIEWS: dict[str, tuple[str, ...]] = {
     "models": ("model_id", "name", "architecture", "hyperparams", "created_at"),
     "runs": (
         "run_id", "model_id", "state", "error", "epoch", "epochs_total", "hyperparams",
         "dataset", "target", "device", "param_id", "created_at", "started_at", "finished_at",
-        "updated_at",
+        "updated_at", "name", "experiment", "tags", "notes",
     ),
     "metrics": ("run_id", "epoch", "step", "name", "value", "time"),
     "params": ("param_id", "model_id", "run_id", "size_bytes", "created_at"),
     "events": ("id", "run_id", "type", "time", "data"),
+    "run_summary": ("run_id", "name", "final", "best_min", "best_max", "final_epoch", "points"),
 }
 VIEW_NAMES = ", ".join(VIEWS)
 

@@ -1,7 +1,8 @@
-"""Runs: every run in the store as a sortable, filterable table; overlay the curves of the
-selected runs; a read-only SQL box; the achieved-TFLOPS history per device.
+"""Runs: the runs table (newest first; choose columns; a filter such as
+``val_accuracy > 0.9 and tag:baseline``), rename / tag / annotate the selected run, compare the
+selected runs (:mod:`workbench.ui.compare`), a read-only SQL box and the achieved-TFLOPS history.
 
-Everything is read through the service (``list_runs``, ``get_metrics``, ``query``), the same
+Everything is read through the service (``runs_table``, ``compare_runs``, ``query``), the same
 calls the REST API makes.
 """
 
@@ -15,7 +16,10 @@ import param
 import plotly.graph_objects as go
 from panel.viewable import Viewer
 
+from ..service.charts import CHART_CONFIG
 from ..store.entities import RUN_STATES, RunRecord
+from ..store.runs_table import COLUMNS
+from .compare import CompareView
 from .state import AppState
 from .theme import escape_markdown, html
 
@@ -24,8 +28,15 @@ DEFAULT_SQL = (
     "SELECT name, count(*) AS points, round(max(value), 4) AS max_value\n"
     "FROM metrics GROUP BY name ORDER BY name"
 )
-_COLUMNS = ["run_id", "model", "state", "dataset", "target", "device", "epoch", "epochs",
-            "val_accuracy", "val_loss", "samples_per_s", "total_tflops", "created", "param_id"]
+_COLUMNS = ["run_id", "name", "experiment", "tags", "state", "error", "model", "dataset",
+            "device", "optimizer", "lr", "batch_size", "architecture", "best_val_accuracy",
+            "final_val_loss", "test_accuracy", "duration_s", "samples_per_s", "created_at"]
+# What the charts below the table need from every row, shown or not.
+_CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer", "lr", "batch_size", "epochs", "architecture",
+                  "duration_s", "best_val_accuracy", "final_val_accuracy", "best_val_loss",
+                  "final_val_loss", "final_train_loss", "test_accuracy", "test_loss",
+                  "samples_per_s", "total_tflops", "device", "state",
+                  "finished_at", "created_at"]
 
 
 def all_runs(service: Any, **filters: Any) -> list[RunRecord]:
@@ -40,116 +51,162 @@ def all_runs(service: Any, **filters: Any) -> list[RunRecord]:
     return runs
 
 
-def runs_frame(runs: list[RunRecord], model_names: dict[str, str]) -> pd.DataFrame:
-    rows = [{
-        "run_id": r.run_id, "model": model_names.get(r.model_id, r.model_id),
-        "state": r.state, "dataset": r.dataset, "target": r.target, "device": r.device or "",
-        "epoch": r.epoch, "epochs": r.epochs_total,
-        "val_accuracy": r.metrics.get("val_accuracy"), "val_loss": r.metrics.get("val_loss"),
-        "samples_per_s": r.metrics.get("samples_per_s"),
-        "total_tflops": r.metrics.get("total_tflops"),
-        "created": r.created_at.strftime("%Y-%m-%d %H:%M:%S"), "param_id": r.param_id or "",
-    } for r in runs]
-    return pd.DataFrame(rows, columns=_COLUMNS).round(
-        {"val_accuracy": 4, "val_loss": 4, "samples_per_s": 0, "total_tflops": 6})
+def runs_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """Table rows for Tabulator: times as text, tags joined, floats rounded."""
+    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    for column in columns:
+        if column.endswith("_at"):
+            frame[column] = [v.strftime("%Y-%m-%d %H:%M:%S") if v is not None else ""
+                             for v in frame[column]]
+        elif column == "tags":
+            frame[column] = [", ".join(v or []) for v in frame[column]]
+    rounding = {c: 4 for c in columns if "accuracy" in c or "loss" in c}
+    rounding.update({c: 1 for c in ("duration_s",) if c in columns})
+    rounding.update({c: 0 for c in ("samples_per_s",) if c in columns})
+    return frame.round(rounding)
 
 
-def tflops_history(runs: list[RunRecord]) -> go.Figure:
+def tflops_history(rows: list[dict[str, Any]]) -> go.Figure:
     """Achieved total TFLOPS of each finished run over time, one line per device."""
     fig = go.Figure(layout=dict(
         title=dict(text="Achieved TFLOPS of runs, by device", x=0.02, font=dict(size=14)),
         template="plotly_white", height=300, margin=dict(l=50, r=20, t=40, b=40),
         yaxis=dict(title="TFLOPS (train)"), legend=dict(orientation="h", y=-0.25)))
-    by_device: dict[str, list[RunRecord]] = {}
-    for r in runs:
-        if r.state == "succeeded" and r.metrics.get("total_tflops") is not None:
-            by_device.setdefault(r.device or "?", []).append(r)
+    by_device: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("state") == "succeeded" and r.get("total_tflops") is not None:
+            by_device.setdefault(r.get("device") or "?", []).append(r)
     for device, rs in sorted(by_device.items()):
-        rs.sort(key=lambda r: r.finished_at or r.created_at)
-        fig.add_scatter(x=[r.finished_at or r.created_at for r in rs],
-                        y=[r.metrics["total_tflops"] for r in rs], name=device,
-                        mode="lines+markers", text=[r.run_id for r in rs])
+        rs.sort(key=lambda r: r.get("finished_at") or r["created_at"])
+        fig.add_scatter(x=[r.get("finished_at") or r["created_at"] for r in rs],
+                        y=[r["total_tflops"] for r in rs], name=device,
+                        mode="lines+markers", text=[r.get("name") or r["run_id"] for r in rs])
     return fig
 
 
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
 class RunsView(Viewer):
-    """Table + comparison + SQL + TFLOPS history."""
+    """Table + organise + compare + SQL + TFLOPS history."""
 
     state = param.ClassSelector(class_=AppState)
+    query = param.String(default="", doc="runs filter, e.g. val_accuracy > 0.9 and tag:a")
+    query_error = param.String(default="")
     state_filter = param.ListSelector(default=[], objects=list(RUN_STATES))
-    model_filter = param.String(default="", doc="substring of the model name or id")
+    model_filter = param.String(default="", doc="the model's name or id (part of it)")
     dataset_filter = param.Selector(default="", objects=["", "mnist", "fashion-mnist"])
-    selected = param.List(default=[], doc="run ids whose curves are overlaid")
-    metric = param.Selector(default="val_loss", objects=[
-        "val_loss", "val_accuracy", "train_loss", "train_accuracy", "total_tflops",
-        "samples_per_s"])
+    experiment_filter = param.String(default="", doc="only this experiment")
+    columns = param.ListSelector(default=list(_COLUMNS), objects=list(COLUMNS))
+    selected = param.List(default=[], doc="run ids ticked in the table (compared)")
+    total = param.Integer(default=0, doc="runs matching the filters (the table shows at most "
+                                         "MAX_RUNS)")
+    edit_name = param.String(default="")
+    edit_experiment = param.String(default="")
+    edit_tags = param.String(default="", doc="comma-separated")
+    edit_notes = param.String(default="")
+    edit_error = param.String(default="")
     sql = param.String(default=DEFAULT_SQL)
     sql_error = param.String(default="")
 
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
         self._table = pn.widgets.Tabulator(
-            pd.DataFrame(columns=_COLUMNS), selectable="checkbox", pagination="local",
-            page_size=12, sizing_mode="stretch_width", show_index=False, disabled=True,
-            header_filters=False, css_classes=["runs-table"], height=420,
-            formatters={"val_accuracy": {"type": "progress", "max": 1, "legend": True}},
+            pd.DataFrame(columns=list(self.columns)), selectable="checkbox",
+            pagination="remote", page_size=12, sizing_mode="stretch_width", show_index=False,
+            disabled=True, header_filters=False, css_classes=["runs-table"], height=420,
+            formatters={"best_val_accuracy": {"type": "progress", "max": 1, "legend": True}},
         )
         self._table.param.watch(self._on_select, "selection")
-        self._compare = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=320,
-                                       config={"displaylogo": False})
+        self.compare = CompareView(state)
         self._history = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=320,
-                                       config={"displaylogo": False}, css_classes=["chart-tflops-history"])
+                                       config=CHART_CONFIG, css_classes=["chart-tflops-history"])
         self._sql_result = pn.widgets.Tabulator(
             pd.DataFrame(), sizing_mode="stretch_width", show_index=False, disabled=True,
             pagination="local", page_size=15, css_classes=["sql-result"], height=300)
-        self._runs: list[RunRecord] = []
+        self._rows: list[dict[str, Any]] = []
         self.refresh()
         self.run_sql()
 
     # ---- data ------------------------------------------------------------------------------
-    @param.depends("state_filter", "dataset_filter", "model_filter", "state.runs_changed",
-                   watch=True)
-    def refresh(self) -> None:
-        service = self.state.service
-        filters: dict[str, Any] = {}
+    def _conditions(self) -> list[str]:
+        """The filter widgets' conditions (the Filter box's text is passed on its own)."""
+        parts = []
         if self.state_filter:
-            filters["state"] = list(self.state_filter)
+            parts.append("state in (" + ", ".join(map(_quoted, self.state_filter)) + ")")
         if self.dataset_filter:
-            filters["dataset"] = self.dataset_filter
-        runs = all_runs(service, **filters)
-        names = {m.model_id: m.name for m in service.list_models(limit=10_000)}
-        if self.model_filter:
-            needle = self.model_filter.lower()
-            runs = [r for r in runs
-                    if needle in r.model_id.lower() or needle in names.get(r.model_id, "").lower()]
-        self._runs = runs
-        self._table.value = runs_frame(runs, names)
-        self._history.object = tflops_history(all_runs(service) if filters else runs)
-        self._draw_compare()
+            parts.append(f"dataset = {_quoted(self.dataset_filter)}")
+        if self.experiment_filter.strip():
+            parts.append(f"experiment = {_quoted(self.experiment_filter.strip())}")
+        if self.model_filter.strip():
+            needle = _quoted(self.model_filter.strip())
+            parts.append(f"(model ~ {needle} or model_id ~ {needle})")
+        return parts
+
+    @param.depends("query", "state_filter", "dataset_filter", "model_filter",
+                   "experiment_filter", "columns", "state.runs_changed", watch=True)
+    def refresh(self) -> None:
+        wanted = list(dict.fromkeys(["run_id", *self.columns, *_CHART_COLUMNS]))
+        try:
+            table = self.state.service.runs_table(columns=wanted, filter=self.query,
+                                                  also=self._conditions(), limit=MAX_RUNS)
+        except ValueError as exc:  # a filter that is not valid: say where, show nothing old
+            self.query_error = str(exc)
+            self._rows, self.total = [], 0
+            self._table.value = runs_frame([], list(self.columns))
+            return
+        self.query_error = ""
+        self._rows, self.total = table.rows, table.total
+        shown = [c for c in ["run_id", *self.columns] if c in wanted]
+        keep = list(self.selected)  # a new table value clears the selection: tick them again
+        self._table.value = runs_frame(self._rows, list(dict.fromkeys(shown)))
+        position = {r["run_id"]: i for i, r in enumerate(self._rows)}
+        self._table.selection = [position[r] for r in keep if r in position]
+        self.selected = [r for r in keep if r in position]
+        self._history.object = tflops_history(self._rows)
+        self.compare.rows = self._rows
 
     def _on_select(self, event: param.parameterized.Event) -> None:
         frame = self._table.value
         self.selected = [frame.iloc[i]["run_id"] for i in event.new if i < len(frame)]
 
-    @param.depends("selected", "metric", watch=True)
-    def _draw_compare(self) -> None:
-        fig = go.Figure(layout=dict(
-            title=dict(text=f"{self.metric} of selected runs", x=0.02, font=dict(size=14)),
-            template="plotly_white", height=320, margin=dict(l=50, r=20, t=40, b=40),
-            xaxis=dict(title="epoch"), yaxis=dict(title=self.metric),
-            legend=dict(orientation="h", y=-0.25)))
-        for run_id in self.selected:
-            points = self.state.service.store.get_metrics(run_id, names=[self.metric])
-            fig.add_scatter(x=[p.epoch for p in points], y=[p.value for p in points],
-                            name=run_id[:10], mode="lines+markers")
-        self._compare.object = fig
+    @param.depends("selected", watch=True)
+    def _selection_changed(self) -> None:
+        self.compare.run_ids = list(self.selected)
+        run = self._selected_run()
+        self.edit_error = ""
+        if run is not None:
+            self.edit_name, self.edit_experiment = run.name, run.experiment
+            self.edit_tags, self.edit_notes = ", ".join(run.tags), run.notes
+
+    def _selected_run(self) -> RunRecord | None:
+        return self.state.service.get_run(self.selected[-1]) if self.selected else None
+
+    def save_edits(self) -> None:
+        """Apply the name / experiment / tags / notes fields to the last selected run."""
+        if not self.selected:
+            self.edit_error = "tick a run first"
+            return
+        tags = [t.strip() for t in self.edit_tags.split(",") if t.strip()]
+        try:
+            self.state.service.update_run(self.selected[-1], name=self.edit_name,
+                                          experiment=self.edit_experiment, tags=tags,
+                                          notes=self.edit_notes)
+        except ValueError as exc:
+            self.edit_error = str(exc)
+            return
+        self.edit_error = ""
+        self.refresh()
 
     def run_sql(self) -> None:
-        """Run ``sql`` read-only; the result goes to the table, errors to ``sql_error``."""
+        """Run ``sql`` read-only; the result goes to the table, errors to ``sql_error`` (and
+        the previous result is cleared, so it cannot be mistaken for this query's)."""
         try:
             columns, rows = self.state.service.query(self.sql)
         except (PermissionError, ValueError) as exc:
             self.sql_error = str(exc)
+            self._sql_result.value = pd.DataFrame()
             return
         self.sql_error = ""
         frame = pd.DataFrame([list(r) for r in rows], columns=columns)
@@ -163,11 +220,28 @@ class RunsView(Viewer):
         if self.selected:
             self.state.run_id = self.selected[-1]
 
+    @staticmethod
+    def _alert(text: str, css: str) -> pn.viewable.Viewable:
+        return pn.pane.Alert(escape_markdown(text), alert_type="danger", visible=bool(text),
+                             css_classes=[css], sizing_mode="stretch_width")
+
     @param.depends("sql_error")
     def _sql_error_view(self) -> pn.viewable.Viewable:
-        return pn.pane.Alert(escape_markdown(self.sql_error), alert_type="danger",
-                             visible=bool(self.sql_error),
-                             css_classes=["sql-error"], sizing_mode="stretch_width")
+        return self._alert(self.sql_error, "sql-error")
+
+    @param.depends("query_error")
+    def _query_error_view(self) -> pn.viewable.Viewable:
+        return self._alert(self.query_error, "filter-error")
+
+    @param.depends("edit_error")
+    def _edit_error_view(self) -> pn.viewable.Viewable:
+        return self._alert(self.edit_error, "edit-error")
+
+    @param.depends("total")
+    def _count_view(self) -> pn.viewable.Viewable:
+        shown = min(self.total, MAX_RUNS)
+        more = f" (the newest {shown}; filter to narrow)" if self.total > MAX_RUNS else ""
+        return html(f"<span class='wb-muted runs-count'>{self.total} runs{more}</span>")
 
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets
@@ -175,24 +249,42 @@ class RunsView(Viewer):
         refresh.on_click(lambda _: self.refresh())
         open_live = w.Button(name="Open in live view", width=150, button_type="primary")
         open_live.on_click(lambda _: self.open_selected())
+        save = w.Button(name="Save", width=80, button_type="primary", css_classes=["save-run"])
+        save.on_click(lambda _: self.save_edits())
         run = w.Button(name="Run query", button_type="primary", css_classes=["run-sql"],
                        width=120)
         run.on_click(lambda _: self.run_sql())
+        search = w.TextInput.from_param(
+            self.param.query, name="Filter", sizing_mode="stretch_width",
+            placeholder="val_accuracy > 0.9 and optimizer = adam and tag:baseline",
+            css_classes=["runs-filter"])
         filters = pn.Row(
-            w.MultiChoice.from_param(self.param.state_filter, name="State", width=260),
-            w.TextInput.from_param(self.param.model_filter, name="Model", width=200,
+            w.MultiChoice.from_param(self.param.state_filter, name="State", width=220),
+            w.TextInput.from_param(self.param.model_filter, name="Model", width=160,
                                    placeholder="name or id"),
-            w.Select.from_param(self.param.dataset_filter, name="Dataset", width=160),
+            w.TextInput.from_param(self.param.experiment_filter, name="Experiment", width=160),
+            w.Select.from_param(self.param.dataset_filter, name="Dataset", width=140),
+            w.MultiChoice.from_param(self.param.columns, name="Columns", width=320),
             pn.Column(pn.Row(refresh, open_live), margin=(18, 0)),
+        )
+        edit = pn.Row(
+            w.TextInput.from_param(self.param.edit_name, name="Name", width=180,
+                                   css_classes=["edit-name"]),
+            w.TextInput.from_param(self.param.edit_experiment, name="Experiment", width=160),
+            w.TextInput.from_param(self.param.edit_tags, name="Tags", width=180,
+                                   placeholder="a, b"),
+            w.TextInput.from_param(self.param.edit_notes, name="Notes", width=300),
+            pn.Column(save, margin=(18, 0)),
         )
         sql_box = w.TextAreaInput.from_param(
             self.param.sql, name="Read-only SQL (DuckDB)", height=110,
             sizing_mode="stretch_width", css_classes=["sql-input"])
         return pn.Column(
-            filters,
+            search, self._query_error_view, filters, self._count_view,
             self._table,
-            pn.Row(w.Select.from_param(self.param.metric, name="Compare metric", width=200)),
-            pn.Row(self._compare, self._history, sizing_mode="stretch_width"),
+            html("<h3 class='wb-h'>Selected run</h3>"), edit, self._edit_error_view,
+            html("<h3 class='wb-h'>Compare the selected runs</h3>"), self.compare,
+            self._history,
             html("<h3 class='wb-h'>Ad-hoc SQL</h3>"),
             sql_box, run, self._sql_error_view, self._sql_result,
             sizing_mode="stretch_width",

@@ -59,7 +59,8 @@ def train(model_id: str, service: ServiceDep, key: TrainKey,
             overrides = {**(overrides or {}), "offline": body.offline}
         run = service.start_run(model_id, hyperparams=override, dataset=body.dataset,
                                 device=body.device, limit=body.limit, target=target,
-                                spec_overrides=overrides or None)
+                                spec_overrides=overrides or None, name=body.name,
+                                experiment=body.experiment, tags=body.tags)
     except ValueError as exc:
         if type(exc) not in (ValueError, TargetError):  # Conflict / InvalidInput have their own handlers
             raise

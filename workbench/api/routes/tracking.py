@@ -39,7 +39,7 @@ from ...store import ApiKeyRecord, RunRecord
 from ..deps import BodyDep, ServiceDep
 from ..errors import ERROR_RESPONSES, error_response
 from ..policy import RUN_OWNER, TrainKey, record_run_owner, requires
-from ..schemas import RunPublic
+from ..schemas import RunName, RunPublic, RunTag
 from ..views import json_response, run_view
 
 router = APIRouter(prefix="/runs", tags=["tracking"])
@@ -59,12 +59,12 @@ _FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "the run was
 class TrackedRunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, description="what the run is called")
-    experiment: str = Field(default="default", min_length=1, max_length=200,
-                            description="a group of comparable runs")
+    name: RunName = Field(description="what the run is called")
+    experiment: RunName = Field(default="default", description="a group of comparable runs")
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="hyperparameters and settings (any JSON object)")
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[RunTag] = Field(default_factory=list, max_length=100,
+                               description="labels without spaces")
     device: str | None = Field(default=None, max_length=100,
                                description="where it trains (cpu, cuda:0, ...)")
 
@@ -125,10 +125,7 @@ class TrackedRunFinish(BaseModel):
                               description="why it failed (or a note on a cancellation)")
 
 
-class TrackedRun(RunPublic):
-    name: str | None
-    experiment: str | None
-    tags: list[str]
+class TrackedRun(RunPublic):  # name, experiment and tags: RunPublic's
     config: dict[str, Any]
 
 

@@ -1,0 +1,151 @@
+"""The runs table, compare and filter at scale: 10,000 runs x 100 epochs x 10 metrics.
+
+    python benchmarks/runs_scale.py [--runs 10000] [--epochs 100] [--repeat 5]
+
+Generates a store directly through ``Store`` (runs and 10 M metric points written in bulk by
+SQL, finished runs summarised as the store does when a run ends), then times, in the process
+that owns the store (the server's time, no HTTP):
+
+- ``runs_table``: the newest 100 rows with the default columns (what ``GET /api/runs/table``,
+  ``workbench runs`` and ``wb.runs()`` ask for);
+- ``sort_by_metric``: the same, sorted by best validation accuracy;
+- ``filter``: ``val_accuracy > 0.9 and optimizer = adam and tag:baseline``;
+- ``compare_10``: ``compare_runs`` of 10 runs, 3 metrics (diff + 3,000 points);
+- ``runs_tab``: building the app's Runs tab (``RunsView``, 2,000 rows) server-side.
+
+Each prints one JSON line: median ms over ``--repeat``, the 200 ms goal (1,500 ms for the tab)
+and ``ratio`` = ours / the baseline measured in the same run: the same numbers aggregated from
+the raw ``metrics`` points (what the table would cost without ``run_summary``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workbench.store import Store  # noqa: E402
+from workbench.store.summary import backfill_summaries  # noqa: E402
+
+METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "samples_per_s",
+           "total_tflops", "forward_tflops", "backward_tflops", "grad_norm", "lr_now")
+GOAL_MS = 200.0
+
+
+def emit(**fields) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def generate(store: Store, runs: int, epochs: int) -> float:
+    started = time.perf_counter()
+    models = [store.create_model(architecture={"input_size": 784, "layers": [
+        {"type": "linear", "in": 784, "out": width}, {"type": "relu"},
+        {"type": "linear", "in": width, "out": 10}]}, hyperparams={}, name=f"mlp-{width}")
+        for width in (32, 64, 128, 256)]
+    ids = [m.model_id for m in models]
+    with store._tx() as con:  # bulk: one INSERT ... SELECT per table
+        con.execute(
+            """
+            INSERT INTO runs (run_id, model_id, state, error, epoch, epochs_total, hyperparams,
+                dataset, target, device, param_id, created_at, started_at, finished_at,
+                updated_at, name, experiment, tags, notes)
+            SELECT 'r_' || md5(i::VARCHAR), (?::VARCHAR[])[1 + i % 4],
+                CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'succeeded' END,
+                CASE WHEN i % 20 = 0 THEN 'diverged: loss is nan' END, ?, ?,
+                json_object('epochs', ?, 'batch_size', (32 * (1 + i % 4))::INTEGER,
+                            'optimizer', json_object('type', CASE WHEN i % 2 = 0 THEN 'adam'
+                                                     ELSE 'sgd' END,
+                                                     'lr', 10 ** -(1 + i % 4))),
+                'mnist', 'local', 'cpu', NULL,
+                TIMESTAMP '2026-01-01' + to_seconds(i * 60),
+                TIMESTAMP '2026-01-01' + to_seconds(i * 60 + 1),
+                TIMESTAMP '2026-01-01' + to_seconds(i * 60 + 50),
+                TIMESTAMP '2026-01-01' + to_seconds(i * 60 + 50),
+                'run-' || i, 'exp-' || (i % 20),
+                CASE WHEN i % 10 = 0 THEN ['baseline'] ELSE ['sweep'] END, ''
+            FROM range(?) t(i)
+            """, [ids, epochs, epochs, epochs, runs])
+        con.execute(
+            """
+            INSERT INTO metrics
+            SELECT 'r_' || md5(r::VARCHAR), e, e * 100, (?::VARCHAR[])[1 + k],
+                CASE WHEN k IN (0, 3) THEN 1 - 0.5 / (1 + e * (0.5 + (r % 97) / 97.0))
+                     ELSE random() END,
+                TIMESTAMP '2026-01-01' + to_seconds(r * 60 + e * 0.5)
+            FROM range(?) a(r), range(1, ? + 1) b(e), range(?) c(k)
+            ORDER BY 1, 2, 4
+            """, [list(METRICS), runs, epochs, len(METRICS)])
+        backfill_summaries(con)
+    return time.perf_counter() - started
+
+
+def timed(fn, repeat: int) -> float:
+    fn()  # warm
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1000
+
+
+def naive_table(store: Store) -> None:
+    """Baseline: best/final validation metrics of the newest 100 runs from raw points."""
+    store._read(
+        """
+        SELECT r.run_id, max(m.value) FILTER (WHERE m.name = 'val_accuracy'),
+               arg_max(m.value, m.epoch) FILTER (WHERE m.name = 'val_loss')
+        FROM runs r JOIN metrics m ON m.run_id = r.run_id
+        GROUP BY r.run_id, r.created_at ORDER BY r.created_at DESC LIMIT 100
+        """)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home, Store(Path(home) / "wb.duckdb") as store:
+        seconds = generate(store, args.runs, args.epochs)
+        points = store._read("SELECT count(*) FROM metrics")[0][0]
+        emit(name="generate", runs=args.runs, points=points, seconds=round(seconds, 1))
+        baseline = timed(lambda: naive_table(store), args.repeat)
+        emit(name="baseline_raw_points_table", ms=round(baseline, 1))
+
+        from workbench.service import Workbench
+
+        service = Workbench(store)
+        newest = [r["run_id"] for r in store.runs_table(columns=["run_id"], limit=10).rows]
+        cases = {
+            "runs_table": lambda: service.runs_table(limit=100),
+            "sort_by_metric": lambda: service.runs_table(limit=100, sort="-best_val_accuracy"),
+            "filter": lambda: service.runs_table(
+                limit=100, filter="val_accuracy > 0.9 and optimizer = adam and tag:baseline"),
+            "compare_10": lambda: service.compare_runs(newest),
+        }
+        for name, fn in cases.items():
+            ms = timed(fn, args.repeat)
+            emit(name=name, ms=round(ms, 1), goal_ms=GOAL_MS, ratio=round(ms / baseline, 3),
+                 within_goal=ms <= GOAL_MS)
+        matched = service.runs_table(
+            limit=1, filter="val_accuracy > 0.9 and optimizer = adam and tag:baseline").total
+        emit(name="filter_matches", runs=matched)
+
+        from workbench.ui.runs import RunsView
+        from workbench.ui.state import AppState
+
+        state = AppState(service=service)
+        ms = timed(lambda: RunsView(state), max(1, args.repeat // 2))
+        emit(name="runs_tab", ms=round(ms, 1), goal_ms=1500.0, ratio=round(ms / baseline, 3),
+             within_goal=ms <= 1500.0, note="server-side build of the tab, 2,000 rows")
+
+
+if __name__ == "__main__":
+    main()
