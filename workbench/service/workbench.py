@@ -29,10 +29,12 @@ from ..executors.base import Executor, RunHandle
 from ..spec import (
     Architecture,
     Hyperparams,
+    Network,
     Parameters,
     SubmitError,
     check_model_limits,
     validate_architecture,
+    validate_network,
 )
 from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, Store
 from ..train import TrainResult
@@ -101,7 +103,7 @@ class Workbench:
     ) -> ModelRecord:
         """Validate and store a model definition (raises pydantic ``ValidationError``, or
         ``SubmitError`` for a network over ``settings.limits``)."""
-        arch = validate_architecture(architecture, allow_dropout=allow_dropout)
+        arch = validate_network(architecture, allow_dropout=allow_dropout)
         hp = Hyperparams.model_validate(hyperparams or {})
         check_model_limits(arch, batch_size=hp.batch_size)
         return self.store.create_model(
@@ -146,7 +148,7 @@ class Workbench:
         (``SubmitError``)."""
         model = self.get_model(model_id)
         hp = self.resolve_hyperparams(model, hyperparams)
-        arch = validate_architecture(model.architecture, allow_dropout=True)
+        arch = validate_network(model.architecture, allow_dropout=True)
         check_model_limits(arch, batch_size=hp.batch_size)
         self._check_data(arch, dataset, None)
         return self._store_run(model_id, hp, dataset, target), hp
@@ -161,7 +163,7 @@ class Workbench:
 
     # ---- admission: every check a run passes before anything is stored -----------------------
     def check_submission(
-        self, architecture: Architecture, hyperparams: Hyperparams, *, dataset: str = "mnist",
+        self, architecture: Network, hyperparams: Hyperparams, *, dataset: str = "mnist",
         target: str = "local", device: str = "auto",
         spec_overrides: dict[str, Any] | None = None,
     ) -> None:
@@ -241,7 +243,7 @@ class Workbench:
             raise SubmitError("device", f"{device!r}: node {target} has no CUDA device")
 
     @staticmethod
-    def _check_data(architecture: Architecture, dataset: str, data_url: str | None) -> None:
+    def _check_data(architecture: Network, dataset: str, data_url: str | None) -> None:
         from ..data import DATASETS, canonical_name
 
         if data_url:
@@ -303,7 +305,7 @@ class Workbench:
             self.get_param_record(initial_param_id)  # NotFound before anything is queued
         model = self.get_model(model_id)
         hp = self.resolve_hyperparams(model, hyperparams)
-        arch = validate_architecture(model.architecture, allow_dropout=True)
+        arch = validate_network(model.architecture, allow_dropout=True)
         self.check_submission(arch, hp, dataset=dataset, target=target, device=device,
                               spec_overrides=spec_overrides)
         with self._admission():
@@ -565,8 +567,8 @@ class Workbench:
             raise NotFound("param", param_id)
         return record
 
-    def _architecture(self, model_id: str) -> Architecture:
-        return validate_architecture(self.get_model(model_id).architecture, allow_dropout=True)
+    def _architecture(self, model_id: str) -> Network:
+        return validate_network(self.get_model(model_id).architecture, allow_dropout=True)
 
     def get_params(self, param_id: str) -> tuple[ParamRecord, Parameters]:
         from ..model import from_safetensors, to_parameters

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import events as ev
-from ..spec import Architecture, Hyperparams, validate_architecture
+from ..spec import Hyperparams, Network, validate_network
 from .engine import TrainOptions, TrainResult, train
 
 
@@ -38,8 +38,8 @@ class RunSpec(BaseModel):
     world_size: int = Field(default=1, ge=1, le=64)
     workers: list[str] = Field(default_factory=list, max_length=64)
 
-    def parsed(self) -> tuple[Architecture, Hyperparams]:
-        arch = validate_architecture(self.architecture, allow_dropout=self.allow_dropout)
+    def parsed(self) -> tuple[Network, Hyperparams]:
+        arch = validate_network(self.architecture, allow_dropout=self.allow_dropout)
         return arch, Hyperparams.model_validate(self.hyperparams)
 
 
