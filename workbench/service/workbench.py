@@ -577,6 +577,13 @@ class Workbench:
         arch = self._architecture(record.model_id)
         return record, to_parameters(arch, from_safetensors(record.safetensors))
 
+    def trained_network(self, param_id: str) -> tuple[Network, dict[str, Any]]:
+        """(architecture, weight tensors) of ``param_id``: what an export needs."""
+        from ..model import from_safetensors
+
+        record = self.get_param_record(param_id)
+        return self._architecture(record.model_id), from_safetensors(record.safetensors)
+
     def loaded_model(self, param_id: str):
         """The cached, ready-to-run model of ``param_id`` (NotFound if unknown)."""
 
