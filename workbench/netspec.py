@@ -160,7 +160,7 @@ def infer_layers(input_shape: tuple[int, ...], layers: list[NetLayer]) -> list[L
 class NetSpec(BaseModel):
     """A feed-forward network over samples of ``input_shape`` (``[C, H, W]`` or
     ``[features]``). Validation context: ``num_classes`` (default 10), the width the last
-    layer must output."""
+    layer must output, or None to accept any ``[classes]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -174,9 +174,13 @@ class NetSpec(BaseModel):
             raise _fail(f"input_shape must be [C, H, W] or [features] with positive sizes, got "
                         f"{self.input_shape}")
         infos = infer_layers(tuple(self.input_shape), self.layers)
+        # None: the dataset is not known yet (a stored model); its run checks the classes.
         num_classes = (info.context or {}).get("num_classes", DEFAULT_NUM_CLASSES)
         last = infos[-1].output_shape
-        if last != (num_classes,):
+        if num_classes is None and len(last) != 1:
+            raise _fail(f"layers[{len(infos) - 1}]: the network outputs {_shape(last)}; it must "
+                        "end with [classes] (add a flatten and a linear layer)")
+        if num_classes is not None and last != (num_classes,):
             raise _fail(f"layers[{len(infos) - 1}]: the network outputs {_shape(last)} but the "
                         f"dataset has {num_classes} classes (expected [{num_classes}])")
         if not any(x.params for x in infos if x.type in ("linear", "conv2d")):

@@ -397,16 +397,18 @@ def validate_architecture(
 
 
 def validate_network(
-    data: Any, *, num_classes: int = DEFAULT_NUM_CLASSES, allow_dropout: bool = False
+    data: Any, *, num_classes: int | None = DEFAULT_NUM_CLASSES, allow_dropout: bool = False
 ) -> Network:
     """The native faces' validation: a document with ``input_shape`` is a
-    :class:`~workbench.netspec.NetSpec` (dropout always allowed), anything else an
+    :class:`~workbench.netspec.NetSpec` (dropout always allowed; ``num_classes=None``: any
+    number of classes, checked against the dataset when it runs), anything else an
     :class:`Architecture` under the MNIST MLP API's rules."""
     if is_netspec_json(data):
         if isinstance(data, NetSpec):
             data = data.to_json()
         return NetSpec.model_validate(data, context={"num_classes": num_classes})
-    return validate_architecture(data, num_classes=num_classes, allow_dropout=allow_dropout)
+    return validate_architecture(data, num_classes=num_classes or DEFAULT_NUM_CLASSES,
+                                 allow_dropout=allow_dropout)
 
 
 def error_messages(exc: Exception) -> list[str]:

@@ -181,6 +181,27 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        version=5,
+        description="datasets: the registry of built-in and user datasets (issue 20)",
+        statements=(
+            """
+            CREATE TABLE datasets (
+                dataset_id  VARCHAR PRIMARY KEY,
+                name        VARCHAR NOT NULL UNIQUE,
+                kind        VARCHAR NOT NULL,
+                source      VARCHAR NOT NULL,
+                file        VARCHAR,
+                input_shape JSON NOT NULL,
+                classes     JSON NOT NULL,
+                counts      JSON NOT NULL,
+                stats       JSON NOT NULL,
+                n_samples   BIGINT NOT NULL,
+                created_at  TIMESTAMP NOT NULL
+            )
+            """,
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0

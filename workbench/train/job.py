@@ -32,6 +32,9 @@ class RunSpec(BaseModel):
     initial_weights_b64: str | None = None  # safetensors, for fine-tuning
     freeze: list[int] = Field(default_factory=list, description="spec indices of frozen layers")
     data_url: str | None = None  # fine-tuning data (file:// or http(s):// IDX or .npz)
+    # a registered dataset (workbench.data.tables): its prepared .npz and class count
+    dataset_file: str | None = None
+    num_classes: int = Field(default=10, ge=2, le=65536)
     # Distributed runs (target "distributed", workbench.executors.distributed): how ranks split
     # the work, how many, and optionally which `workbench worker`s ("host:port") hold them.
     strategy: Literal["single", "ddp", "pipeline"] = "single"
@@ -39,7 +42,8 @@ class RunSpec(BaseModel):
     workers: list[str] = Field(default_factory=list, max_length=64)
 
     def parsed(self) -> tuple[Network, Hyperparams]:
-        arch = validate_network(self.architecture, allow_dropout=self.allow_dropout)
+        arch = validate_network(self.architecture, allow_dropout=self.allow_dropout,
+                                num_classes=self.num_classes)
         return arch, Hyperparams.model_validate(self.hyperparams)
 
 
@@ -130,6 +134,14 @@ def _count(y: Any) -> int | None:
 def load_run_data(spec: RunSpec, hp: Hyperparams, *, progress: bool = False):
     from ..data import load_splits
 
+    if spec.dataset_file:
+        from pathlib import Path
+
+        from ..data.tables import load_prepared_splits
+
+        return load_prepared_splits(Path(spec.dataset_file), name=spec.dataset,
+                                    num_classes=spec.num_classes, train_split=hp.train_split,
+                                    seed=hp.seed, limit=spec.limit)
     if spec.data_url:
         from ..data import load_url_splits
 

@@ -68,3 +68,37 @@ def export_model(job_id: str, service: ServiceDep, _: ReadKey,
     name = job_id_of(run.run_id) + suffix
     return Response(export(architecture, tensors, format), media_type=media_type,
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+class NetworkTrain(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(default="mnist", max_length=64,
+                         description="mnist, fashion-mnist, a bundled table or a registered name")
+    hyperparams: dict[str, Any] | None = None
+    limit: int | None = Field(default=None, ge=1)
+    device: str = Field(default="auto", max_length=32)
+    offline: bool | None = None
+
+
+@router.post("/networks/{model_id}/train", status_code=202, responses=ID_ERRORS)
+def train_network(model_id: str, body: NetworkTrain, service: ServiceDep,
+                  key: TrainKey) -> Response:
+    """Queue a run of a stored model on any dataset of the registry (its seeded
+    train/validation/test split sizes are in the run's ``run.started`` event)."""
+    from ...spec import error_messages
+    from ..policy import record_run_owner
+
+    overrides = {"offline": body.offline} if body.offline is not None else None
+    try:
+        run = service.start_run(model_id, hyperparams=body.hyperparams, dataset=body.dataset,
+                                device=body.device, limit=body.limit,
+                                spec_overrides=overrides)
+    except SubmitError as exc:
+        raise submit_error(exc) from None
+    except ValidationError as exc:
+        raise ApiError(422, "VALIDATION_ERROR", "; ".join(error_messages(exc)),
+                       field="hyperparams") from None
+    record_run_owner(service, run.run_id, key, via="api.v1.networks.train")
+    return ok({"run_id": run.run_id, "model_id": run.model_id, "dataset": body.dataset,
+               "status": run.state}, status_code=202)
