@@ -16,6 +16,7 @@ from workbench.model import build_model, layer_costs, model_cost
 from workbench.netspec import ACTIVATIONS, NET_LAYER_TYPES, NetSpec
 from workbench.spec import (
     Architecture,
+    Hyperparams,
     SubmitError,
     check_model_limits,
     error_messages,
@@ -181,3 +182,27 @@ def test_the_mnist_mlp_api_architecture_keeps_its_rules():
             {"type": "linear", "in": 784, "out": 10}, {"type": "dropout", "p": 0.1}]})
     assert validate_network({"input_shape": [784], "layers": [
         {"type": "linear", "out": 10}, {"type": "dropout", "p": 0.1}]}).param_count == 7850
+
+
+def test_the_service_checks_a_native_spec_against_its_run(tmp_path):
+    from workbench.service import Workbench
+    from workbench.store import Store
+
+    service = Workbench(Store(tmp_path / "wb.duckdb"), max_workers=0)
+    try:
+        lenet = json.loads((EXAMPLES / "lenet5.json").read_text())
+        model = service.create_model(lenet)  # stored: its classes are checked per run
+        assert model.architecture == validate_network(lenet).to_json()
+        with pytest.raises(SubmitError, match="strategy 'single'"):
+            service.check_submission(validate_network(lenet), Hyperparams(),
+                                     target="distributed",
+                                     spec_overrides={"strategy": "ddp", "world_size": 2})
+        three = service.create_model({"input_shape": [784], "layers": [
+            {"type": "linear", "out": 3}]})
+        with pytest.raises(SubmitError, match="outputs 3 classes but MNIST has 10"):
+            service.start_run(three.model_id, dataset="mnist")
+        with pytest.raises(ValidationError, match="must end with \\[classes\\]"):
+            service.create_model({"input_shape": [1, 8, 8], "layers": [
+                {"type": "conv2d", "out": 2, "kernel": 3}]})
+    finally:
+        service.close()

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from .. import events as ev
 from ..config import get_settings
 from ..executors.base import Executor, RunHandle
+from ..netspec import NetSpec
 from ..spec import (
     Architecture,
     Hyperparams,
@@ -234,6 +235,9 @@ class Workbench:
         (Cortex jobs) call it before creating the model; ``start_run`` calls it too."""
         overrides = spec_overrides or {}
         check_model_limits(architecture, batch_size=hyperparams.batch_size)
+        if isinstance(architecture, NetSpec) and overrides.get("strategy", "single") != "single":
+            raise SubmitError("strategy", "ddp and pipeline runs take MLPs (input_size form) "
+                              "only; train a native-spec network with strategy 'single'")
         self._check_placement(target, overrides)
         self._check_device(device, target, overrides)
         if "dataset_file" not in overrides:  # a registered dataset: _dataset_overrides checked
