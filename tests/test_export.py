@@ -105,4 +105,7 @@ def test_cnn_created_trained_and_exported_over_rest(live_server):
 
         assert http.get(f"/api/v1/models/{job}/export",
                         params={"format": "pickle"}).status_code == 422
+        # the MNIST MLP API's Parameters JSON has no form for conv weights: a clear 409
+        params = http.get(f"/api/params/{run['param_id']}")
+        assert params.status_code == 409 and "export" in params.text
         assert http.get("/api/v1/models/job_0000/export").status_code == 404

@@ -647,6 +647,10 @@ class Workbench:
 
         record = self.get_param_record(param_id)
         arch = self._architecture(record.model_id)
+        if isinstance(arch, NetSpec):
+            raise Conflict(f"param {param_id} belongs to a native-spec (input_shape) model, "
+                           "which has no MNIST MLP API Parameters JSON; download it with "
+                           "GET /api/v1/models/{job_id}/export or weights.safetensors")
         return record, to_parameters(arch, from_safetensors(record.safetensors))
 
     def trained_network(self, param_id: str) -> tuple[Network, dict[str, Any]]:
