@@ -99,6 +99,8 @@ class Client:
             body["hyperparams"] = hyperparams
         if name is not None:
             body["name"] = name
+        if "input_shape" in architecture:  # the native spec (CNNs): not the MNIST MLP API's
+            return self._request("POST", "/v1/networks", json=body)["data"]
         return self._request("POST", "/models", json=body)
 
     def get_model(self, model_id: str) -> dict[str, Any]:

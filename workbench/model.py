@@ -12,6 +12,7 @@ show them live while a user edits the architecture.
 from __future__ import annotations
 
 import base64
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +20,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from .spec import Architecture, Parameters
+from .netspec import NetSpec
+from .spec import Architecture, Network, Parameters
 
-_ACTIVATION_MODULES = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+_ACTIVATION_MODULES = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
+                       "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-def build_model(architecture: Architecture) -> nn.Sequential:
-    """One module per spec layer, so ``model[i]`` is ``architecture.layers[i]``."""
+class InputShape(nn.Module):
+    """Reshapes flat rows ``(B, C*H*W)`` (how datasets and the inference API hold samples) to
+    ``(B, C, H, W)``; a view, so it costs nothing, and already-shaped input passes through."""
+
+    def __init__(self, shape: list[int]):
+        super().__init__()
+        self.shape = tuple(int(d) for d in shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape((-1, *self.shape))
+
+    def extra_repr(self) -> str:
+        return str(list(self.shape))
+
+
+def build_model(architecture: Network) -> nn.Sequential:
+    """One module per spec layer, named by its spec index: ``model.get_submodule(str(i))``
+    is ``architecture.layers[i]`` and its weights are ``"{i}.weight"`` (a native spec's model
+    starts with an :class:`InputShape` named ``input``)."""
+    if isinstance(architecture, NetSpec):
+        return build_net(architecture)
     modules: list[nn.Module] = []
     for layer in architecture.layers:
         if layer.type == "linear":
@@ -37,6 +59,38 @@ def build_model(architecture: Architecture) -> nn.Sequential:
         else:
             modules.append(_ACTIVATION_MODULES[layer.type]())
     return nn.Sequential(*modules)
+
+
+def build_net(spec: NetSpec) -> nn.Sequential:
+    modules: OrderedDict[str, nn.Module] = OrderedDict(input=InputShape(spec.input_shape))
+    for info, layer in zip(spec.layer_infos, spec.layers):
+        modules[str(info.index)] = _net_module(layer, info.input_shape)
+    return nn.Sequential(modules)
+
+
+def _net_module(layer: Any, shape: tuple[int, ...]) -> nn.Module:
+    kind = layer.type
+    if kind == "conv2d":
+        return nn.Conv2d(shape[0], layer.out, layer.kernel, stride=layer.stride or 1,
+                         padding=layer.padding or 0)
+    if kind in ("maxpool2d", "avgpool2d"):
+        pool = nn.MaxPool2d if kind == "maxpool2d" else nn.AvgPool2d
+        return pool(layer.kernel, stride=layer.stride or layer.kernel, padding=layer.padding or 0)
+    if kind == "linear":
+        return nn.Linear(shape[0], layer.out)
+    if kind == "flatten":
+        return nn.Flatten()
+    if kind == "batchnorm1d":
+        return nn.BatchNorm1d(shape[0])
+    if kind == "batchnorm2d":
+        return nn.BatchNorm2d(shape[0])
+    if kind == "layernorm":  # over the whole sample, as the spec's parameter count says
+        return nn.LayerNorm(list(shape))
+    if kind == "dropout":
+        return nn.Dropout(layer.p)
+    if kind == "softmax":
+        return nn.Softmax(dim=1)
+    return _ACTIVATION_MODULES[kind]()
 
 
 def logits_module(model: nn.Sequential) -> nn.Module:
@@ -122,7 +176,10 @@ def weights_size_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def to_parameters(architecture: Architecture, tensors: dict[str, torch.Tensor]) -> Parameters:
+def to_parameters(architecture: Network, tensors: dict[str, torch.Tensor]) -> Parameters:
+    if isinstance(architecture, NetSpec):
+        raise ValueError("a native-spec (input_shape) model has no MNIST MLP API parameters "
+                         "JSON; export it as ONNX or TorchScript instead")
     layers: list[dict[str, Any]] = []
     for i, layer in enumerate(architecture.layers):
         if layer.type == "linear":
@@ -162,14 +219,18 @@ class LayerCost:
     backward_flops: int  # per sample
 
 
-def layer_costs(architecture: Architecture) -> list[LayerCost]:
+def layer_costs(architecture: Network) -> list[LayerCost]:
     """Per-layer output shape, parameter count and matmul FLOPs per sample.
 
     FLOPs are counted the way ``torch.utils.flop_counter`` counts them (matmuls only, 2 per
     multiply-add): forward ``2*in*out``; backward ``2*in*out`` for the weight gradient plus
     ``2*in*out`` for the input gradient, except at the first linear layer, whose input needs
-    no gradient.
+    no gradient. A native spec's costs come from ``workbench.netspec.infer_layers``, which counts
+    convolutions the same way.
     """
+    if isinstance(architecture, NetSpec):
+        return [LayerCost(x.index, x.type, x.output_shape, x.params, x.forward_flops,
+                          x.backward_flops) for x in architecture.layer_infos]
     costs, width, first_linear = [], architecture.input_size, True
     for i, layer in enumerate(architecture.layers):
         if layer.type == "linear":
@@ -195,7 +256,7 @@ class ModelCost:
         return self.forward_flops + self.backward_flops
 
 
-def model_cost(architecture: Architecture) -> ModelCost:
+def model_cost(architecture: Network) -> ModelCost:
     costs = layer_costs(architecture)
     return ModelCost(
         params=sum(c.params for c in costs),

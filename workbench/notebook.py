@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import events as ev
-from .spec import Architecture, validate_architecture
+from .netspec import is_netspec_json
+from .spec import Architecture, validate_architecture, validate_network
 from .track import current_run, finish, init, log  # noqa: F401  (track your own training)
 from .track import watch as _watch_model
 
@@ -53,13 +54,16 @@ def use(workbench_client: Any) -> None:
 
 
 def _architecture(arch: Any) -> dict[str, Any]:
-    """Architecture | builder | JSON dict | ``[784, 128, 10]`` -> validated JSON."""
+    """Architecture | NetSpec | builder | JSON dict (either form) | ``[784, 128, 10]`` ->
+    validated JSON."""
     if hasattr(arch, "architecture") and not isinstance(arch, dict):
         arch = arch.architecture
         if arch is None:
             raise ValueError("the builder's architecture is not valid yet")
     if isinstance(arch, (list, tuple)):
         arch = Architecture.from_layer_sizes(list(arch))
+    if is_netspec_json(arch):  # the native spec (CNNs); its classes are checked per run
+        return validate_network(arch, num_classes=None).to_json()
     return validate_architecture(arch).to_json()
 
 

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .netspec import NetSpec, is_netspec_json
+
 MAX_LINEAR_LAYERS = 5
 DEFAULT_NUM_CLASSES = 10  # MNIST and Fashion-MNIST both have ten classes
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
@@ -349,14 +351,17 @@ class SubmitError(ValueError):
         self.field, self.message = field, message
 
 
-def activation_bytes(architecture: Architecture, batch_size: int, *,
+Network = Architecture | NetSpec  # the MNIST MLP API's MLP, or the native spec (CNNs)
+
+
+def activation_bytes(architecture: Network, batch_size: int, *,
                      training: bool = True) -> int:
     """float32 bytes of one batch's activations, and (training) their gradients."""
     return 4 * batch_size * architecture.activations_per_sample * (2 if training else 1)
 
 
 def check_model_limits(
-    architecture: Architecture, *, batch_size: int | None = None, limits: Any = None,
+    architecture: Network, *, batch_size: int | None = None, limits: Any = None,
     training: bool = True, batch_field: str = "hyperparams.batch_size",
 ) -> None:
     """The one size check every face applies before storing a model or a run (raises
@@ -382,12 +387,28 @@ def check_model_limits(
 def validate_architecture(
     data: Any, *, num_classes: int = DEFAULT_NUM_CLASSES, allow_dropout: bool = False
 ) -> Architecture:
-    """Validate an architecture JSON document (raises ``pydantic.ValidationError``)."""
+    """Validate an MNIST MLP API architecture JSON document (raises
+    ``pydantic.ValidationError``)."""
     if isinstance(data, Architecture):
         data = data.to_json()
     return Architecture.model_validate(
         data, context={"num_classes": num_classes, "allow_dropout": allow_dropout}
     )
+
+
+def validate_network(
+    data: Any, *, num_classes: int | None = DEFAULT_NUM_CLASSES, allow_dropout: bool = False
+) -> Network:
+    """The native faces' validation: a document with ``input_shape`` is a
+    :class:`~workbench.netspec.NetSpec` (dropout always allowed; ``num_classes=None``: any
+    number of classes, checked against the dataset when it runs), anything else an
+    :class:`Architecture` under the MNIST MLP API's rules."""
+    if is_netspec_json(data):
+        if isinstance(data, NetSpec):
+            data = data.to_json()
+        return NetSpec.model_validate(data, context={"num_classes": num_classes})
+    return validate_architecture(data, num_classes=num_classes or DEFAULT_NUM_CLASSES,
+                                 allow_dropout=allow_dropout)
 
 
 def error_messages(exc: Exception) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..model import build_model, from_safetensors, load_weights, logits_module
-from ..spec import Architecture
+from ..spec import Network
 from .errors import InvalidInput
 
 
@@ -29,18 +29,18 @@ from .errors import InvalidInput
 class LoadedModel:
     model_id: str | None  # None for ad-hoc weights
     param_id: str | None
-    architecture: Architecture
+    architecture: Network
     net: nn.Module  # produces logits (a final softmax is left out)
 
 
-def build_loaded(model_id: str | None, param_id: str | None, architecture: Architecture,
+def build_loaded(model_id: str | None, param_id: str | None, architecture: Network,
                  tensors: dict[str, torch.Tensor]) -> LoadedModel:
     model = build_model(architecture)  # kept as the nn.Sequential that logits_module slices
     load_weights(model, tensors).eval()
     return LoadedModel(model_id, param_id, architecture, logits_module(model))
 
 
-def loaded_from_blob(model_id: str, param_id: str, architecture: Architecture,
+def loaded_from_blob(model_id: str, param_id: str, architecture: Network,
                      safetensors: bytes) -> LoadedModel:
     return build_loaded(model_id, param_id, architecture, from_safetensors(safetensors))
 

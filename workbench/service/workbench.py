@@ -26,13 +26,16 @@ from pydantic import ValidationError
 from .. import events as ev
 from ..config import get_settings
 from ..executors.base import Executor, RunHandle
+from ..netspec import NetSpec
 from ..spec import (
     Architecture,
     Hyperparams,
+    Network,
     Parameters,
     SubmitError,
     check_model_limits,
     validate_architecture,
+    validate_network,
 )
 from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, RunsTable, Store
 from ..train import TrainResult
@@ -102,7 +105,7 @@ class Workbench:
     ) -> ModelRecord:
         """Validate and store a model definition (raises pydantic ``ValidationError``, or
         ``SubmitError`` for a network over ``settings.limits``)."""
-        arch = validate_architecture(architecture, allow_dropout=allow_dropout)
+        arch = validate_network(architecture, allow_dropout=allow_dropout, num_classes=None)
         hp = Hyperparams.model_validate(hyperparams or {})
         check_model_limits(arch, batch_size=hp.batch_size)
         return self.store.create_model(
@@ -147,25 +150,84 @@ class Workbench:
         (``SubmitError``)."""
         model = self.get_model(model_id)
         hp = self.resolve_hyperparams(model, hyperparams)
-        arch = validate_architecture(model.architecture, allow_dropout=True)
+        arch = validate_network(model.architecture, allow_dropout=True, num_classes=None)
         check_model_limits(arch, batch_size=hp.batch_size)
         self._check_data(arch, dataset, None)
         return self._store_run(model_id, hp, dataset, target), hp
+
+    def _dataset_overrides(self, architecture: Network, dataset: str,
+                           overrides: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A run of a registered dataset (or a bundled table) is told its prepared file and
+        class count; its shape must fit the network (``SubmitError``)."""
+        from ..data import DATASETS
+        from . import datasets as registry
+
+        if dataset in DATASETS or (overrides or {}).get("data_url"):
+            return overrides
+        record = registry.resolve(self.store, dataset)
+        if record is None:
+            return overrides  # an alias of a built-in, or unknown: _check_data says which
+        features = int(np.prod(record.input_shape))
+        if features != architecture.input_size:
+            raise SubmitError("dataset", f"{record.name} has {record.input_shape} "
+                              f"({features} values) per sample but the model takes "
+                              f"{architecture.input_size}")
+        if architecture.output_size != len(record.classes):
+            raise SubmitError("architecture", f"the network outputs {architecture.output_size} "
+                              f"classes but {record.name} has {len(record.classes)}")
+        return {**(overrides or {}), "dataset_file": record.file,
+                "num_classes": len(record.classes)}
+
+    # ---- datasets ------------------------------------------------------------------------------
+    def list_datasets(self) -> list[dict[str, Any]]:
+        from . import datasets as registry
+
+        return registry.catalogue(self.store)
+
+    def get_dataset(self, id_or_name: str) -> dict[str, Any]:
+        from . import datasets as registry
+
+        record = registry.resolve(self.store, id_or_name)
+        if record is None:
+            raise NotFound("dataset", id_or_name)
+        return registry.view(record)
+
+    def register_dataset(self, name: str, *, path: str | None = None,
+                         upload: tuple[str, bytes] | None = None,
+                         label: str = "label") -> dict[str, Any]:
+        """Register a file or image folder by path (inside the data roots) or an uploaded
+        file; ``SubmitError`` naming the field for anything refused."""
+        from pathlib import Path
+
+        from . import datasets as registry
+
+        if upload is not None:
+            record = registry.register_upload(self.store, name, *upload, label=label)
+        elif path:
+            record = registry.register(self.store, name, Path(path).expanduser(), label=label)
+        else:
+            raise SubmitError("path", "give a path (or upload a file)")
+        return registry.view(record)
 
     def _store_run(self, model_id: str, hp: Hyperparams, dataset: str, target: str, *,
                    name: str | None = None, experiment: str | None = None,
                    tags: list[str] | None = None) -> RunRecord:
         from ..data import canonical_name
 
+        try:
+            dataset = canonical_name(dataset)
+        except ValueError:
+            pass  # a registered dataset keeps its own name
+
         return self.store.create_run(
             model_id=model_id, hyperparams=hp.to_json(), epochs_total=hp.epochs,
-            dataset=canonical_name(dataset), target=target, name=name, experiment=experiment,
+            dataset=dataset, target=target, name=name, experiment=experiment,
             tags=tags or (),
         )
 
     # ---- admission: every check a run passes before anything is stored -----------------------
     def check_submission(
-        self, architecture: Architecture, hyperparams: Hyperparams, *, dataset: str = "mnist",
+        self, architecture: Network, hyperparams: Hyperparams, *, dataset: str = "mnist",
         target: str = "local", device: str = "auto",
         spec_overrides: dict[str, Any] | None = None,
     ) -> None:
@@ -177,9 +239,13 @@ class Workbench:
         (Cortex jobs) call it before creating the model; ``start_run`` calls it too."""
         overrides = spec_overrides or {}
         check_model_limits(architecture, batch_size=hyperparams.batch_size)
+        if isinstance(architecture, NetSpec) and overrides.get("strategy", "single") != "single":
+            raise SubmitError("strategy", "ddp and pipeline runs take MLPs (input_size form) "
+                              "only; train a native-spec network with strategy 'single'")
         self._check_placement(target, overrides)
         self._check_device(device, target, overrides)
-        self._check_data(architecture, dataset, overrides.get("data_url"))
+        if "dataset_file" not in overrides:  # a registered dataset: _dataset_overrides checked
+            self._check_data(architecture, dataset, overrides.get("data_url"))
         with self._lock:
             self._check_queue()
 
@@ -245,7 +311,7 @@ class Workbench:
             raise SubmitError("device", f"{device!r}: node {target} has no CUDA device")
 
     @staticmethod
-    def _check_data(architecture: Architecture, dataset: str, data_url: str | None) -> None:
+    def _check_data(architecture: Network, dataset: str, data_url: str | None) -> None:
         from ..data import DATASETS, canonical_name
 
         if data_url:
@@ -262,7 +328,13 @@ class Workbench:
                                   f"sample but the model takes {architecture.input_size} "
                                   "(input_size)")
             return
-        info = DATASETS[canonical_name(dataset)]
+        try:
+            info = DATASETS[canonical_name(dataset)]
+        except ValueError as exc:
+            raise SubmitError("dataset", str(exc)) from None
+        if architecture.output_size != len(info.classes):
+            raise SubmitError("architecture", f"the network outputs {architecture.output_size} "
+                              f"classes but {info.title} has {len(info.classes)}")
         if info.input_size != architecture.input_size:
             raise SubmitError("dataset", f"{info.title} has {info.input_size} features per "
                               f"sample but the model takes {architecture.input_size} "
@@ -309,7 +381,8 @@ class Workbench:
             self.get_param_record(initial_param_id)  # NotFound before anything is queued
         model = self.get_model(model_id)
         hp = self.resolve_hyperparams(model, hyperparams)
-        arch = validate_architecture(model.architecture, allow_dropout=True)
+        arch = validate_network(model.architecture, allow_dropout=True, num_classes=None)
+        spec_overrides = self._dataset_overrides(arch, dataset, spec_overrides)
         self.check_submission(arch, hp, dataset=dataset, target=target, device=device,
                               spec_overrides=spec_overrides)
         with self._admission():
@@ -628,15 +701,27 @@ class Workbench:
             raise NotFound("param", param_id)
         return record
 
-    def _architecture(self, model_id: str) -> Architecture:
-        return validate_architecture(self.get_model(model_id).architecture, allow_dropout=True)
+    def _architecture(self, model_id: str) -> Network:
+        return validate_network(self.get_model(model_id).architecture, allow_dropout=True,
+                                num_classes=None)
 
     def get_params(self, param_id: str) -> tuple[ParamRecord, Parameters]:
         from ..model import from_safetensors, to_parameters
 
         record = self.get_param_record(param_id)
         arch = self._architecture(record.model_id)
+        if isinstance(arch, NetSpec):
+            raise Conflict(f"param {param_id} belongs to a native-spec (input_shape) model, "
+                           "which has no MNIST MLP API Parameters JSON; download it with "
+                           "GET /api/v1/models/{job_id}/export or weights.safetensors")
         return record, to_parameters(arch, from_safetensors(record.safetensors))
+
+    def trained_network(self, param_id: str) -> tuple[Network, dict[str, Any]]:
+        """(architecture, weight tensors) of ``param_id``: what an export needs."""
+        from ..model import from_safetensors
+
+        record = self.get_param_record(param_id)
+        return self._architecture(record.model_id), from_safetensors(record.safetensors)
 
     def loaded_model(self, param_id: str):
         """The cached, ready-to-run model of ``param_id`` (NotFound if unknown)."""

@@ -8,6 +8,7 @@ entity in sibling modules, each small and with one job:
     events.py      event log, ``apply_event``  params.py   trained weights (safetensors)
     metrics.py     long-form metrics           sql.py      the user's read-only query
     keys.py        API-key hashes              nodes.py    registered compute nodes
+    datasets.py    the dataset registry
     sandbox.py     what user SQL may read      values.py   JSON and id helpers
     runs_table.py  the rich, filtered runs table  run_filter.py  its filter syntax
     summary.py     per-run metric summaries    names.py    readable default run names
@@ -24,6 +25,7 @@ weights are kept as opaque safetensors bytes; nothing here imports torch.
 from __future__ import annotations
 
 from workbench.store.connection import StoreConnection, StoreLockedError
+from workbench.store.datasets import DatasetsMixin
 from workbench.store.events import EventsMixin
 from workbench.store.keys import KeysMixin
 from workbench.store.metrics import MetricsMixin
@@ -48,5 +50,6 @@ class Store(
     SqlMixin,
     KeysMixin,
     NodesMixin,
+    DatasetsMixin,
 ):
     """The workbench's DuckDB store. Thread-safe; use as a context manager or call close()."""

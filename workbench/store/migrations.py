@@ -207,6 +207,27 @@ MIGRATIONS: list[Migration] = [
         ),
         apply=lambda con: _organise_existing_runs(con),
     ),
+    Migration(
+        version=6,
+        description="datasets: the registry of built-in and user datasets (issue 20)",
+        statements=(
+            """
+            CREATE TABLE datasets (
+                dataset_id  VARCHAR PRIMARY KEY,
+                name        VARCHAR NOT NULL UNIQUE,
+                kind        VARCHAR NOT NULL,
+                source      VARCHAR NOT NULL,
+                file        VARCHAR,
+                input_shape JSON NOT NULL,
+                classes     JSON NOT NULL,
+                counts      JSON NOT NULL,
+                stats       JSON NOT NULL,
+                n_samples   BIGINT NOT NULL,
+                created_at  TIMESTAMP NOT NULL
+            )
+            """,
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0

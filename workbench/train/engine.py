@@ -21,7 +21,7 @@ from torch import nn
 
 from .. import events as ev
 from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
-from ..spec import Architecture, Hyperparams
+from ..spec import Hyperparams, Network
 from .early_stopping import EarlyStopping
 from .optim import Impl, make_optimizer, optimizer_impl
 from .steps import EagerStep, GraphedStep
@@ -85,7 +85,7 @@ def evaluate(
 
 
 def train(
-    architecture: Architecture,
+    architecture: Network,
     hyperparams: Hyperparams,
     splits: Any,
     *,
@@ -119,12 +119,13 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
         if opts.initial_weights is not None:
             load_weights(model, opts.initial_weights)
         for index in opts.freeze:
-            for p in model[index].parameters():
+            for p in model.get_submodule(str(index)).parameters():
                 p.requires_grad_(False)
         model.to(device)
         net = logits_module(model)  # a final softmax is folded into the loss
         data = splits.to(device)
-        x, y = data.x_train, data.y_train  # (N, 784) float32, (N,) int64
+        # (N, 784) float32, (N,) int64; a CNN's first module views rows as (N, C, H, W)
+        x, y = data.x_train, data.y_train
         n = x.shape[0]
         if n == 0:
             raise ValueError("the training split is empty")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import events as ev
-from ..spec import Architecture, Hyperparams, validate_architecture
+from ..spec import Hyperparams, Network, validate_network
 from .engine import TrainOptions, TrainResult, train
 
 
@@ -32,14 +32,18 @@ class RunSpec(BaseModel):
     initial_weights_b64: str | None = None  # safetensors, for fine-tuning
     freeze: list[int] = Field(default_factory=list, description="spec indices of frozen layers")
     data_url: str | None = None  # fine-tuning data (file:// or http(s):// IDX or .npz)
+    # a registered dataset (workbench.data.tables): its prepared .npz and class count
+    dataset_file: str | None = None
+    num_classes: int = Field(default=10, ge=2, le=65536)
     # Distributed runs (target "distributed", workbench.executors.distributed): how ranks split
     # the work, how many, and optionally which `workbench worker`s ("host:port") hold them.
     strategy: Literal["single", "ddp", "pipeline"] = "single"
     world_size: int = Field(default=1, ge=1, le=64)
     workers: list[str] = Field(default_factory=list, max_length=64)
 
-    def parsed(self) -> tuple[Architecture, Hyperparams]:
-        arch = validate_architecture(self.architecture, allow_dropout=self.allow_dropout)
+    def parsed(self) -> tuple[Network, Hyperparams]:
+        arch = validate_network(self.architecture, allow_dropout=self.allow_dropout,
+                                num_classes=self.num_classes)
         return arch, Hyperparams.model_validate(self.hyperparams)
 
 
@@ -130,6 +134,14 @@ def _count(y: Any) -> int | None:
 def load_run_data(spec: RunSpec, hp: Hyperparams, *, progress: bool = False):
     from ..data import load_splits
 
+    if spec.dataset_file:
+        from pathlib import Path
+
+        from ..data.tables import load_prepared_splits
+
+        return load_prepared_splits(Path(spec.dataset_file), name=spec.dataset,
+                                    num_classes=spec.num_classes, train_split=hp.train_split,
+                                    seed=hp.seed, limit=spec.limit)
     if spec.data_url:
         from ..data import load_url_splits
 

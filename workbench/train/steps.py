@@ -67,8 +67,11 @@ class GraphedStep:
         params = [p for p in net.parameters() if p.requires_grad]
 
         # Warm up on a side stream (required before capture), then undo its updates so the
-        # captured run starts from the same weights an eager run would.
+        # captured run starts from the same weights (and batchnorm statistics) an eager run
+        # would.
         saved = [p.detach().clone() for p in params]
+        buffers = list(net.buffers())
+        saved_buffers = [b.detach().clone() for b in buffers]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -78,7 +81,7 @@ class GraphedStep:
                 optimizer.step()
         torch.cuda.current_stream(device).wait_stream(side)
         with torch.no_grad():
-            for p, value in zip(params, saved):
+            for p, value in zip([*params, *buffers], [*saved, *saved_buffers]):
                 p.copy_(value)
             for state in optimizer.state.values():
                 for value in state.values():

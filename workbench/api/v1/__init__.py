@@ -18,7 +18,20 @@ from fastapi import APIRouter, FastAPI
 from ...config import get_settings
 from ...executors.registry import install as install_targets
 from ...service import Workbench
-from . import analytics, conventions, explorer, jobs, keys, models, nodes, sql, tasks, ws
+from . import (
+    analytics,
+    conventions,
+    datasets,
+    explorer,
+    jobs,
+    keys,
+    models,
+    networks,
+    nodes,
+    sql,
+    tasks,
+    ws,
+)
 from .conventions import PREFIX
 from .security import RateLimiter, V1Middleware
 
@@ -37,7 +50,7 @@ def mount_v1(app: FastAPI, service: Workbench, *, rate_limit_per_minute: int | N
         app.state.service = service
 
     v1 = APIRouter(prefix=PREFIX)
-    for module in (keys, jobs, models, tasks, analytics, ws, nodes, sql):
+    for module in (keys, jobs, models, networks, datasets, tasks, analytics, ws, nodes, sql):
         v1.include_router(module.router)
     app.include_router(v1)
     # start_run(target="local-kernel" | node id); node health checks; node.status on the bus
