@@ -214,3 +214,51 @@ def test_walkthrough(page, server):
     page.screenshot(path=str(screenshot_dir() / "devices.png"), full_page=True)
 
     assert page.problems == []
+
+
+# What shows that a tab's views were built and their browser libraries loaded.
+TAB_CONTENT = {"Train": ".launch-run button", "Runs": ".runs-table .tabulator-header",
+               "Playground": "canvas.digit-canvas",
+               "Devices": ".chart-device-tflops .js-plotly-plot"}
+
+
+def _offline_context(browser, width: int = 1440):
+    """A new browser session in which every request to a host other than 127.0.0.1 is aborted
+    (and recorded in ``context.external``), as on a machine without internet."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.external = []
+
+    def route(r) -> None:
+        if urlsplit(r.request.url).hostname == "127.0.0.1":
+            r.continue_()
+        else:
+            context.external.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    return context
+
+
+def test_three_sessions_offline(server, browser):
+    """Every tab of the app shows its content in three browser sessions in a row, with every
+    non-loopback request blocked: nothing is fetched from a CDN, no console error (the second
+    session's Runs tab used to wait forever for a Tabulator stylesheet from cdn.holoviz.org)."""
+    for session in range(3):
+        context = _offline_context(browser)
+        try:
+            page = context.new_page()
+            problems: list[str] = []
+            page.on("console", lambda m, p=problems: p.append(m.text) if m.type == "error"
+                    else None)
+            page.on("pageerror", lambda e, p=problems: p.append(str(e)))
+            page.goto(server.app_url)
+            page.get_by_text("predicted epoch time").wait_for(timeout=60_000)
+            for tab, css in TAB_CONTENT.items():
+                page.locator(".bk-tab", has_text=tab).click()
+                page.locator(css).first.wait_for(timeout=60_000)
+            assert context.external == [], (session, context.external)
+            assert problems == [], (session, problems)
+        finally:
+            context.close()
+    # Each session registers the libraries it loaded with Panel: no warning about them.
+    assert "extension was not loaded" not in server.log()
