@@ -8,6 +8,8 @@ see ``lazy.LibraryLoader``.
 
 from __future__ import annotations
 
+import os
+import platform
 from typing import Any
 
 import panel as pn
@@ -31,6 +33,16 @@ TABS = ("Build", "Train", "Runs", "Playground", "Devices")
 NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
          "Devices": ("plotly",)}
 PEAK_POLL_MS, PEAK_POLLS = 250, 120
+
+
+def header_device(device: str) -> str:
+    """The header's device: a GPU's name, or the CPU and its core count -- not torch's thread
+    count, which differs between the sessions built before and after the server applies its
+    thread setting (the header flapped between "1 threads" and "2 threads")."""
+    if not device.startswith("cpu"):
+        return device_label(device)
+    cores = os.cpu_count() or 1
+    return f"CPU ({platform.machine() or 'cpu'}, {cores} core{'s' if cores != 1 else ''})"
 
 
 class WorkbenchApp(Viewer):
@@ -64,7 +76,7 @@ class WorkbenchApp(Viewer):
         self._header = pn.pane.HTML(
             f"<div class='wb-header'><span class='logo'>◆ {TITLE}</span>"
             "<span class='sub'>design · train · watch · serve small neural networks</span>"
-            f"<span class='dev'>{device_label(self.state.device)}</span></div>",
+            f"<span class='dev'>{header_device(self.state.device)}</span></div>",
             stylesheets=[HEADER_CSS], sizing_mode="stretch_width", margin=0,
         )
 

@@ -46,8 +46,8 @@ def stage_rows(job: TrainerJob) -> list[dict[str, Any]]:
 
 def stages_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return ("<div class='wb-empty'>No allocation yet: register devices and "
-                "<code>POST /api/network/initialize/&lt;job_id&gt;</code>.</div>")
+        return ("<div class='wb-empty'>No allocation yet: the job's layers are split over its "
+                "devices once it is initialized.</div>")
     head = ("<tr><th>stage</th><th>device</th><th>spec layers</th><th>sizes</th>"
             "<th>FLOPs / sample (fwd + bwd)</th><th>share</th><th>score (TFLOPS)</th></tr>")
     body = "".join(
@@ -139,8 +139,9 @@ class DevicesView(Viewer):
         job = self._by_id.get(self.job_id) if self.job_id else None
         rows = stage_rows(job) if job else []
         if job is None:
-            self._stages.object = ("<div class='wb-empty'>No distributed-trainer jobs yet "
-                                   "(<code>POST /api/jobs</code>).</div>")
+            self._stages.object = ("<div class='wb-empty'>No distributed-trainer jobs yet. "
+                                   "To train on this machine or a node, use the Train tab "
+                                   "and pick the target there.</div>")
         else:
             self._stages.object = (f"<p>job <code>{escape_html(job.job_id)}</code> · "
                                    f"{escape_html(job.status)} · layers "
@@ -150,10 +151,10 @@ class DevicesView(Viewer):
         self._share.visible = bool(rows)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        refresh = pn.widgets.Button(name="↻ Refresh", width=100)
+        refresh = pn.widgets.Button(label="↻ Refresh", width=100)
         refresh.on_click(lambda _: self.refresh())
         return pn.Column(
-            pn.Row(pn.widgets.Select.from_param(self.param.job_id, name="Job", width=200),
+            pn.Row(pn.widgets.Select.from_param(self.param.job_id, label="Job", width=200),
                    pn.Column(refresh, margin=(18, 0))),
             html("<h3 class='wb-h'>Pipeline stages</h3>"),
             self._stages, self._share,
