@@ -507,3 +507,27 @@ def test_header_device_does_not_depend_on_torch_threads():
         torch.set_num_threads(before)
     (label,) = labels
     assert "threads" not in label and label.startswith("CPU (")
+
+
+def test_devices_view_lists_local_devices_and_nodes(service):
+    from datetime import datetime, timedelta, timezone
+
+    from workbench.ui.devices_view import DevicesView
+    from workbench.ui.targets_view import NO_NODES
+
+    view = DevicesView(AppState(service=service, device="cpu"))
+    text = view._targets.object
+    assert "this machine" in text and "<td>cpu</td>" in text
+    assert "workbench nodes add" in text and "POST /api" not in text  # what to do, no endpoint
+    assert NO_NODES in text
+    node = service.store.create_node(
+        url="http://127.0.0.1:59999", name="box-a", status="busy", current_load=0.5,
+        performance_score=1.25, cpu_count=8,
+        last_seen=datetime.now(timezone.utc) - timedelta(seconds=30))
+    try:
+        view.refresh()
+        text = view._targets.object
+        assert "node box-a" in text and "<td>busy</td>" in text and "<td>0.50</td>" in text
+        assert "<td>1.25</td>" in text and "s ago" in text and NO_NODES not in text
+    finally:
+        service.store.delete_node(node.node_id)

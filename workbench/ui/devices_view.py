@@ -21,6 +21,7 @@ from panel.viewable import Viewer
 
 from ..store.jobs import TrainerJob, TrainerJobs
 from .state import AppState
+from .targets_view import target_rows, targets_table
 from .theme import escape_html, html
 
 PALETTE = ("#2563eb", "#f97316", "#059669", "#7c3aed", "#db2777", "#0891b2", "#ca8a04")
@@ -106,7 +107,8 @@ STAGES_CSS = """
 
 
 class DevicesView(Viewer):
-    """Pick a distributed-trainer job; see its stages; see the TFLOPS history per device."""
+    """Where runs can go (this machine and every node); a distributed-trainer job's stages; the
+    TFLOPS history per device."""
 
     state = param.ClassSelector(class_=AppState)
     job_id = param.Selector(default=None, objects=[], allow_None=True, doc="the job shown")
@@ -114,6 +116,8 @@ class DevicesView(Viewer):
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
         self.jobs = TrainerJobs(state.service.store)
+        self._targets = html("", css_classes=["wb-targets-table"], sizing_mode="stretch_width",
+                             stylesheets=[STAGES_CSS])
         self._stages = html("", css_classes=["wb-stage-table"], sizing_mode="stretch_width")
         self._stages.stylesheets = [*self._stages.stylesheets, STAGES_CSS]
         self._share = pn.pane.Plotly(go.Figure(), height=180, sizing_mode="stretch_width",
@@ -124,7 +128,8 @@ class DevicesView(Viewer):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read jobs and sessions from the store."""
+        """Re-read devices, nodes, jobs and sessions from the store."""
+        self._targets.object = targets_table(target_rows(self.state.service))
         jobs = self.jobs.list_jobs()
         self._by_id = {j.job_id: j for j in jobs}
         ids = [j.job_id for j in reversed(jobs)]  # newest first
@@ -156,7 +161,9 @@ class DevicesView(Viewer):
         return pn.Column(
             pn.Row(pn.widgets.Select.from_param(self.param.job_id, label="Job", width=200),
                    pn.Column(refresh, margin=(18, 0))),
-            html("<h3 class='wb-h'>Pipeline stages</h3>"),
+            html("<h3 class='wb-h'>Where runs can go</h3>"),
+            self._targets,
+            html("<h3 class='wb-h'>Distributed-trainer jobs: pipeline stages</h3>"),
             self._stages, self._share,
             html("<h3 class='wb-h'>TFLOPS history per device</h3>"),
             self._history,
