@@ -33,6 +33,7 @@ TABS = ("Build", "Train", "Runs", "Playground", "Devices")
 NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
          "Devices": ("plotly",)}
 PEAK_POLL_MS, PEAK_POLLS = 250, 120
+BUILDER_QUERY = {"input_size": "input", "layers": "layers"}  # builder params -> URL query
 
 
 def header_device(device: str) -> str:
@@ -122,6 +123,10 @@ class WorkbenchApp(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda _ctx: self.close())
+            if pn.state.location is not None:
+                # The architecture lives in the page's URL: a reload keeps the work, and the
+                # address is a link that opens the same architecture for someone else.
+                pn.state.location.sync(self.builder, BUILDER_QUERY)
             if not self.state.refresh_peak():  # still being measured at server start
                 pn.state.add_periodic_callback(self.state.refresh_peak, period=PEAK_POLL_MS,
                                                count=PEAK_POLLS)
