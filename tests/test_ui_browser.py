@@ -254,6 +254,9 @@ def test_three_sessions_offline(server, browser):
             page.on("pageerror", lambda e, p=problems: p.append(str(e)))
             page.goto(server.app_url)
             page.get_by_text("predicted epoch time").wait_for(timeout=60_000)
+            if width < 1920:
+                page.screenshot(path=str(screenshot_dir() / f"tab-{width}-build.png"),
+                                full_page=True)
             for tab, css in TAB_CONTENT.items():
                 page.locator(".bk-tab", has_text=tab).click()
                 page.locator(css).first.wait_for(timeout=60_000)
@@ -261,6 +264,10 @@ def test_three_sessions_offline(server, browser):
                     page.wait_for_timeout(300)  # let the tab's layout settle
                     scroll = page.evaluate("document.documentElement.scrollWidth")
                     assert scroll <= width, f"{tab} scrolls sideways at {width} px: {scroll}"
+                if width < 1920:  # every tab at 1024 and 1440 px, for docs/screenshots
+                    page.wait_for_timeout(500)
+                    page.screenshot(path=str(screenshot_dir() / f"tab-{width}-{tab.lower()}.png"),
+                                    full_page=True)
             assert context.external == [], (session, context.external)
             assert problems == [], (session, problems)
         finally:

@@ -531,3 +531,9 @@ def test_devices_view_lists_local_devices_and_nodes(service):
         assert "<td>1.25</td>" in text and "s ago" in text and NO_NODES not in text
     finally:
         service.store.delete_node(node.node_id)
+
+
+def test_live_view_panes_start_with_the_empty_state(service):
+    live = LiveRun(AppState(service=service, device="cpu"))
+    fig = live._panes["accuracy"].object
+    assert list(fig.layout.yaxis.range) == [0, 1] and fig.layout.annotations

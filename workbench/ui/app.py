@@ -8,6 +8,7 @@ see ``lazy.LibraryLoader``.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from typing import Any
@@ -33,7 +34,6 @@ TABS = ("Build", "Train", "Runs", "Playground", "Devices")
 NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
          "Devices": ("plotly",)}
 PEAK_POLL_MS, PEAK_POLLS = 250, 120
-BUILDER_QUERY = {"input_size": "input", "layers": "layers"}  # builder params -> URL query
 
 
 def header_device(device: str) -> str:
@@ -81,6 +81,30 @@ class WorkbenchApp(Viewer):
             stylesheets=[HEADER_CSS], sizing_mode="stretch_width", margin=0,
         )
 
+    def _keep_builder_in_url(self) -> None:
+        """The architecture lives in the page's URL: a reload keeps the work, and the address
+        is a link that opens the same architecture for someone else. Read once from the
+        request (server-side, no round trip), then written one way: an echo of the browser's
+        location can never undo an edit made meanwhile (two-way sync did, on fast clicks)."""
+        args = pn.state.session_args
+        if args.get("layers"):
+            try:
+                self.builder.load_json({
+                    "input_size": int(args.get("input", [b"784"])[0]),
+                    "layers": json.loads(args["layers"][0])})
+            except (ValueError, TypeError, KeyError):
+                pass  # a hand-edited link: keep the default architecture
+        location = pn.state.location
+        if location is None:
+            return
+
+        def write(*_: Any) -> None:
+            location.update_query(input=str(self.builder.input_size),
+                                  layers=json.dumps(self.builder.layers,
+                                                    separators=(",", ":")))
+
+        self.builder.param.watch(write, ["input_size", "layers"])
+
     def open_tab(self, tab: str) -> None:
         """Build ``tab``'s views if not done yet (once its browser libraries are loaded)."""
         if tab not in self._slots or tab in self._built:
@@ -123,10 +147,7 @@ class WorkbenchApp(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda _ctx: self.close())
-            if pn.state.location is not None:
-                # The architecture lives in the page's URL: a reload keeps the work, and the
-                # address is a link that opens the same architecture for someone else.
-                pn.state.location.sync(self.builder, BUILDER_QUERY)
+            self._keep_builder_in_url()
             if not self.state.refresh_peak():  # still being measured at server start
                 pn.state.add_periodic_callback(self.state.refresh_peak, period=PEAK_POLL_MS,
                                                count=PEAK_POLLS)

@@ -129,7 +129,8 @@ class DevicesView(Viewer):
 
     def refresh(self) -> None:
         """Re-read devices, nodes, jobs and sessions from the store."""
-        self._targets.object = targets_table(target_rows(self.state.service))
+        self._targets.object = targets_table(target_rows(
+            self.state.service, known_peaks={self.state.device: self.state.peak_tflops}))
         jobs = self.jobs.list_jobs()
         self._by_id = {j.job_id: j for j in jobs}
         ids = [j.job_id for j in reversed(jobs)]  # newest first

@@ -27,6 +27,7 @@ from .theme import escape_html, escape_markdown, html, mark_empty
 POLL_MS = 250
 NO_RUN = ("No run selected: set the hyperparameters on the left and press ▶ Launch training, "
           "or open a past run from the Runs tab.")
+CHARTS = ("loss", "accuracy", "tflops", "throughput")
 SMOOTHING = 0.6  # EMA weight of the previous smoothed step loss
 COLORS = {"train": "#2563eb", "val": "#f97316", "step": "#94a3b8", "fwd": "#7c3aed",
           "bwd": "#db2777", "total": "#059669", "peak": "#ef4444", "mem": "#0891b2"}
@@ -76,10 +77,11 @@ class LiveRun(Viewer):
         self._started: dict[str, Any] = {}
         self._dirty = False
         self._callback: Any = None
-        self._panes = {k: pn.pane.Plotly(self._empty(k), sizing_mode="stretch_width",
+        empty = self.figures()  # no run yet: honest axes and what to do, from the first render
+        self._panes = {k: pn.pane.Plotly(empty[k], sizing_mode="stretch_width",
                                          height=280, css_classes=[f"chart-{k}"],
                                          config={"displaylogo": False})
-                       for k in ("loss", "accuracy", "tflops", "throughput")}
+                       for k in CHARTS}
         self._cancel = pn.widgets.Button(label="■ Cancel run", color="danger",
                                          css_classes=["cancel-run"], width=130, disabled=True,
                                          visible=False)
@@ -199,7 +201,7 @@ class LiveRun(Viewer):
 
     def figures(self) -> dict[str, go.Figure]:
         """The four charts for the current data (also used by tests)."""
-        figs = {k: self._empty(k) for k in self._panes}
+        figs = {k: self._empty(k) for k in CHARTS}
         line = dict(mode="lines+markers")
         steps = sorted(self._steps)
         per_epoch = self._steps_per_epoch()

@@ -30,8 +30,10 @@ def _ago(when: datetime | None, now: datetime) -> str:
     return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
 
 
-def target_rows(service: Any, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One row per local device and registered node."""
+def target_rows(service: Any, now: datetime | None = None,
+                known_peaks: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """One row per local device and registered node. ``known_peaks``: peaks the session has
+    already (its own device's), used where the peak file has none for this thread count."""
     now = now or datetime.now(timezone.utc)
     store = service.store
     active, _cursor = store.list_runs(state=["queued", "running"], limit=1000)
@@ -48,10 +50,11 @@ def target_rows(service: Any, now: datetime | None = None) -> list[dict[str, Any
     rows = []
     for device in local_devices():
         peak = peaks.stored(device)
+        tflops = peak.tflops if peak is not None else (known_peaks or {}).get(device)
         current, queued = work("local", device)
         rows.append({"where": "this machine", "device": device, "status": "online",
                      "load": "–", "queued": queued,
-                     "peak_tflops": None if peak is None else peak.tflops,
+                     "peak_tflops": tflops,
                      "current_run": current, "last_seen": "now"})
     for node in store.list_nodes(limit=1000):
         gpu = (node.gpu_info or {}).get("model")
