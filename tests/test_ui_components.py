@@ -446,7 +446,7 @@ def test_empty_charts_have_honest_axes_and_say_what_to_do(service):
     for key, fig in figs.items():
         assert list(fig.layout.xaxis.range) == [0, 1], key  # not plotly's -1..6
         (note,) = fig.layout.annotations
-        assert "Launch training on the left" in note.text
+        assert note.text == "no run yet"
     assert list(figs["accuracy"].layout.yaxis.range) == [0, 1]
     assert "▶ Launch training" in live._header().object
     assert not live._cancel.visible and live._cancel.disabled  # nothing to cancel

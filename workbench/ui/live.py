@@ -234,7 +234,7 @@ class LiveRun(Viewer):
         figs["accuracy"].update_yaxes(range=[0, 1])  # a share: never a range beyond 0..1
         epochs = (0, max(self.epochs_total, 1))
         text = ("waiting for the first epoch" if self.run_id
-                else "no run yet: ▶ Launch training on the left")
+                else "no run yet")  # the header says how to start one
         for key, fig in figs.items():
             mark_empty(fig, text, x_range=epochs,
                        y_range=(0, max(self.peak_tflops or 1, 1)) if key == "tflops" else (0, 1))
