@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 import time
 
@@ -20,6 +21,7 @@ from workbench.model import model_cost
 from workbench.service import Workbench
 from workbench.spec import error_messages, validate_architecture
 from workbench.store import Store
+from workbench.ui.app import header_device
 from workbench.ui.builder import Builder
 from workbench.ui.launch import LaunchPanel
 from workbench.ui.live import LiveRun, smoothed
@@ -28,6 +30,7 @@ from workbench.ui.playground import Playground
 from workbench.ui.runs import RunsView
 from workbench.ui.server import origin_allowed
 from workbench.ui.state import AppState
+from workbench.ui.theme import escape_markdown
 
 
 @pytest.fixture(scope="module")
@@ -480,3 +483,103 @@ def test_run_errors_are_shown_as_text_never_markup(service):
 
     html_out = markdown.markdown(rendered)
     assert "<img" not in html_out and "<a " not in html_out and "<script" not in html_out
+
+
+# ---- issue 18: frictions ------------------------------------------------------------------------
+def test_empty_charts_have_honest_axes_and_say_what_to_do(service):
+    live = LiveRun(AppState(service=service, device="cpu"))
+    figs = live.figures()
+    for key, fig in figs.items():
+        assert list(fig.layout.xaxis.range) == [0, 1], key  # not plotly's -1..6
+        (note,) = fig.layout.annotations
+        assert note.text == "no run yet"
+    assert list(figs["accuracy"].layout.yaxis.range) == [0, 1]
+    assert "▶ Launch training" in live._header().object
+    assert not live._cancel.visible and live._cancel.disabled  # nothing to cancel
+
+
+def test_charts_of_a_run_span_its_epochs(trained):
+    _state, live, run = trained
+    figs = live.figures()
+    assert list(figs["accuracy"].layout.yaxis.range) == [0, 1]
+    assert not figs["loss"].layout.annotations  # it has points: no "waiting" note
+    assert not live._cancel.visible  # finished: nothing to cancel
+
+
+def test_two_linears_without_activation_are_flagged(service):
+    b = Builder(AppState(service=service))
+    b.load_json({"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 64},
+                                               {"type": "linear", "in": 64, "out": 10}]})
+    assert b.errors == []  # valid ...
+    (hint,) = b.hints  # ... but one linear map
+    assert "layers[0] and layers[1]" in hint and b._hint.visible
+    b.preset = "784-64-10"
+    assert b.hints == [] and not b._hint.visible
+
+
+def test_import_lists_every_problem(service):
+    """Every message validation gives is listed (field errors of several layers at once)."""
+    b = Builder(AppState(service=service))
+    b._json.value = json.dumps({"input_size": 784, "layers": [
+        {"type": "linear", "in": 784, "out": 0}, {"type": "relu"},
+        {"type": "linear", "in": 64, "out": -3}]})
+    b._import(None)
+    assert len(b.errors) >= 2, b.errors
+    assert b._import_error.visible
+    assert f"{len(b.errors)} problem(s)" in b._import_error.object
+    for message in b.errors:
+        assert escape_markdown(message) in b._import_error.object
+
+
+def test_opening_a_past_run_sets_the_form_to_its_hyperparameters(trained, service):
+    _state, _live, run = trained
+    state = AppState(service=service, device="cpu")
+    launch = LaunchPanel(state, epochs=5, batch_size=64)
+    state.run_id = run.run_id
+    assert (launch.epochs, launch.batch_size) == (2, 100)  # the run's, not the defaults
+    assert launch.hyperparams()["optimizer"] == run.hyperparams["optimizer"]
+
+
+def test_header_device_does_not_depend_on_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        labels = set()
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            labels.add(header_device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    (label,) = labels
+    assert "threads" not in label and label.startswith("CPU (")
+
+
+def test_devices_view_lists_local_devices_and_nodes(service):
+    from datetime import datetime, timedelta, timezone
+
+    from workbench.ui.devices_view import DevicesView
+    from workbench.ui.targets_view import NO_NODES
+
+    view = DevicesView(AppState(service=service, device="cpu"))
+    text = view._targets.object
+    assert "this machine" in text and "<td>cpu</td>" in text
+    assert "workbench nodes add" in text and "POST /api" not in text  # what to do, no endpoint
+    assert NO_NODES in text
+    node = service.store.create_node(
+        url="http://127.0.0.1:59999", name="box-a", status="busy", current_load=0.5,
+        performance_score=1.25, cpu_count=8,
+        last_seen=datetime.now(timezone.utc) - timedelta(seconds=30))
+    try:
+        view.refresh()
+        text = view._targets.object
+        assert "node box-a" in text and "<td>busy</td>" in text and "<td>0.50</td>" in text
+        assert "<td>1.25</td>" in text and "s ago" in text and NO_NODES not in text
+    finally:
+        service.store.delete_node(node.node_id)
+
+
+def test_live_view_panes_start_with_the_empty_state(service):
+    live = LiveRun(AppState(service=service, device="cpu"))
+    fig = live._panes["accuracy"].object
+    assert list(fig.layout.yaxis.range) == [0, 1] and fig.layout.annotations

@@ -67,16 +67,26 @@ def _architecture(arch: Any) -> dict[str, Any]:
     return validate_architecture(arch).to_json()
 
 
-def builder(architecture: Any = None, *, dataset: str = "mnist") -> Any:
+def builder(architecture: Any = None, *, dataset: str = "mnist", base_url: str = "/") -> Any:
     """The Panel architecture builder, shown in the cell; read ``.architecture`` (an
-    ``Architecture``, or None while invalid) or ``.to_json()`` afterwards."""
+    ``Architecture``, or None while invalid) or ``.to_json()`` afterwards. ``base_url``: the
+    Jupyter server's base URL (its copy of Panel's stylesheets is used offline)."""
     import panel as pn
 
     from .ui.builder import Builder
+    from .ui.offline import serve_stylesheets_locally
     from .ui.state import AppState
 
-    pn.extension()
-    b = Builder(AppState(service=None, dataset=dataset))
+    class NotebookBuilder(Builder):
+        def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
+            bundle = super()._repr_mimebundle_(include, exclude)
+            serve_stylesheets_locally(base_url)  # rows added later: no CDN stylesheets either
+            return bundle
+
+    # Inline: Bokeh's and Panel's JS and CSS go into the notebook output, so the widget renders
+    # on a machine without internet (the default loads them from cdn.bokeh.org/cdn.holoviz.org).
+    pn.extension(inline=True)
+    b = NotebookBuilder(AppState(service=None, dataset=dataset))
     if architecture is not None:
         b.load_json(_architecture(architecture))
     return b

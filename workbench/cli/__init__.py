@@ -1,4 +1,4 @@
-"""The ``workbench`` command: train, watch and query runs, manage keys and nodes, serve.
+"""The workbench command: train, watch and query runs, manage keys and nodes, serve the app.
 
     workbench demo                                   # train the default MLP, print a summary
     workbench train --layers 784,128,64,10 --epochs 5 --optimizer adam --lr 1e-3
@@ -37,12 +37,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's default in its help (argparse's ArgumentDefaultsHelpFormatter, without the
+    "(default: None)" / "(default: False)" of flags that have none, nor a second mention)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every (sub)command parser below it."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(_subparsers(sub))
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workbench", description=(__doc__ or "").split("\n\n")[0],
         epilog="Settings: WORKBENCH_HOME (the store; default ~/.workbench), WORKBENCH_DATA "
                "(dataset cache), WORKBENCH_OFFLINE=1, WORKBENCH_SERVER_URL and WORKBENCH_TOKEN "
-               "(use a server elsewhere). `workbench COMMAND -h` for a command's flags.")
+               "(use a server elsewhere). Run 'workbench COMMAND -h' for a command's flags.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     training.add_parsers(sub)
@@ -52,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     owner.add_parsers(sub)
 
     p = sub.add_parser("worker", help="run a worker that joins distributed training jobs")
-    p.add_argument("--port", type=int, default=5001, help="default: %(default)s")
+    p.add_argument("--port", type=int, default=5001, help="TCP port to listen on")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (0.0.0.0 for remote coordinators; "
                    "default: %(default)s)")
@@ -63,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ranks", type=int, default=None,
                    help="rank processes running at once, at most (default: the CPU count)")
     p.set_defaults(func=cmd_worker)
+    for each in _subparsers(parser):
+        each.formatter_class = HelpFormatter
     return parser
 
 

@@ -61,10 +61,10 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--scopes", default="read",
                         help="comma-separated: read, train, admin (default: read)")
     create.add_argument("--expires-at", help="ISO 8601 time, e.g. 2027-01-31T00:00:00Z")
-    create.add_argument("--json", action="store_true")
+    create.add_argument("--json", action="store_true", help="print the key (and secret) as JSON")
     ls = keys.add_parser("list", help="list keys (never their secrets)")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print keys as JSON")
     revoke = keys.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id, as `workbench keys list` shows it")
     for q in (create, ls, revoke):
         q.set_defaults(func=cmd_keys)

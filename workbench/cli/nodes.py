@@ -8,7 +8,7 @@ import getpass
 import json
 from typing import Any
 
-from .output import console, fail
+from .output import fail, print_table
 from .training import _connect
 
 
@@ -20,24 +20,25 @@ def add_parsers(sub: Any) -> None:
     add = nodes.add_parser("add", help="register a Jupyter Server (probes its capabilities)")
     add.add_argument("url", help="the server's address, e.g. http://gpu-box:8888")
     add.add_argument("--token", help="the server's token (asked for when omitted)")
-    add.add_argument("--name")
-    add.add_argument("--region")
+    add.add_argument("--name", help="a name to show instead of the address")
+    add.add_argument("--region", help="a free-form location label, to filter by")
     add.add_argument("--json", action="store_true", help="print the node as JSON")
     add.set_defaults(func=cmd_nodes)
 
     ls = nodes.add_parser("list", help="list registered nodes")
-    ls.add_argument("--status", choices=["online", "busy", "offline"])
-    ls.add_argument("--region")
+    ls.add_argument("--status", choices=["online", "busy", "offline"],
+                    help="only nodes in this state")
+    ls.add_argument("--region", help="only nodes of this region")
     ls.add_argument("--json", action="store_true", help="print nodes as JSON")
     ls.set_defaults(func=cmd_nodes)
 
     check = nodes.add_parser("check", help="health-check a node now")
-    check.add_argument("node_id")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("node_id", help="the node's id, as `workbench nodes list` shows it")
+    check.add_argument("--json", action="store_true", help="print the node as JSON")
     check.set_defaults(func=cmd_nodes)
 
     rm = nodes.add_parser("rm", help="forget a node and its token")
-    rm.add_argument("node_id")
+    rm.add_argument("node_id", help="the node's id, as `workbench nodes list` shows it")
     rm.set_defaults(func=cmd_nodes)
 
 
@@ -75,19 +76,18 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     if args.nodes_command == "rm":
         print(f"removed {result['id']}")
         return
-    from rich.table import Table
-
     rows = result if isinstance(result, list) else [result]
-    table = Table("id", "name", "status", "region", "gpu", "cpus", "torch", "TFLOPS", "load",
-                  "uptime", "url")
+    table = []
     for n in rows:
         gpu = n.get("gpu_info") or {}
-        table.add_row(
+        table.append((
             n["id"], n["name"], n["status"], n.get("region") or "-",
             f"{gpu['model']} ({gpu['memory']}, sm {gpu['compute_capability']})" if gpu else "none",
             str(n.get("cpu_count") or "-"), n.get("torch_version") or "-",
             "-" if n.get("performance_score") is None else f"{n['performance_score']:.4g}",
             "-" if n.get("current_load") is None else f"{n['current_load']:.2f}",
             n.get("uptime") or "-", n["url"],
-        )
-    console().print(table)
+        ))
+    # One table style for every command: long ids fold, never "nod…" (output.print_table).
+    print_table(("id", "name", "status", "region", "gpu", "cpus", "torch", "TFLOPS", "load",
+                 "uptime", "url"), table)

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def console() -> Any:
+def console(width: int | None = None) -> Any:
+    """A rich console: the terminal's width, ``width`` if given; piped output is read by
+    scripts and tests: never truncate ids to a terminal's width there."""
     from rich.console import Console
 
-    # Piped output is read by scripts and tests: never truncate ids to the terminal width.
+    if width is not None:
+        return Console(width=width)
     return Console() if sys.stdout.isatty() else Console(width=240)
 
 
@@ -24,7 +27,8 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
+                width: int | None = None) -> None:
     from rich.table import Table
 
     table = Table(*columns)
@@ -33,7 +37,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         table.add_row(*("NULL" if v is None else str(v) for v in row))
     for column in table.columns:
         column.overflow = "fold"
-    console().print(table)
+    console(width).print(table)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -58,7 +58,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="training runs at once (default: WORKBENCH_WORKERS or 2)")
     p.add_argument("--log-level", default="warning",
-                   choices=["critical", "error", "warning", "info", "debug"])
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log detail")
     p.add_argument("--trainer-open", action="store_true",
                    help="let loopback clients use the distributed-trainer API without a token")
     p.add_argument("--on-demand", action="store_true",

@@ -278,7 +278,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("watch", help="follow a run live (started by any face) to its end")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run to follow, e.g. r_0123… (see `workbench runs`)")
     p.add_argument("--after", type=int, default=0,
                    help="the last event id already seen (default: replay from the start)")
     p.set_defaults(func=cmd_watch)

@@ -8,6 +8,9 @@ see ``lazy.LibraryLoader``.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 from typing import Any
 
 import panel as pn
@@ -31,6 +34,16 @@ TABS = ("Build", "Train", "Runs", "Playground", "Devices")
 NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
          "Devices": ("plotly",)}
 PEAK_POLL_MS, PEAK_POLLS = 250, 120
+
+
+def header_device(device: str) -> str:
+    """The header's device: a GPU's name, or the CPU and its core count -- not torch's thread
+    count, which differs between the sessions built before and after the server applies its
+    thread setting (the header flapped between "1 threads" and "2 threads")."""
+    if not device.startswith("cpu"):
+        return device_label(device)
+    cores = os.cpu_count() or 1
+    return f"CPU ({platform.machine() or 'cpu'}, {cores} core{'s' if cores != 1 else ''})"
 
 
 class WorkbenchApp(Viewer):
@@ -64,9 +77,33 @@ class WorkbenchApp(Viewer):
         self._header = pn.pane.HTML(
             f"<div class='wb-header'><span class='logo'>◆ {TITLE}</span>"
             "<span class='sub'>design · train · watch · serve small neural networks</span>"
-            f"<span class='dev'>{device_label(self.state.device)}</span></div>",
+            f"<span class='dev'>{header_device(self.state.device)}</span></div>",
             stylesheets=[HEADER_CSS], sizing_mode="stretch_width", margin=0,
         )
+
+    def _keep_builder_in_url(self) -> None:
+        """The architecture lives in the page's URL: a reload keeps the work, and the address
+        is a link that opens the same architecture for someone else. Read once from the
+        request (server-side, no round trip), then written one way: an echo of the browser's
+        location can never undo an edit made meanwhile (two-way sync did, on fast clicks)."""
+        args = pn.state.session_args
+        if args.get("layers"):
+            try:
+                self.builder.load_json({
+                    "input_size": int(args.get("input", [b"784"])[0]),
+                    "layers": json.loads(args["layers"][0])})
+            except (ValueError, TypeError, KeyError):
+                pass  # a hand-edited link: keep the default architecture
+        location = pn.state.location
+        if location is None:
+            return
+
+        def write(*_: Any) -> None:
+            location.update_query(input=str(self.builder.input_size),
+                                  layers=json.dumps(self.builder.layers,
+                                                    separators=(",", ":")))
+
+        self.builder.param.watch(write, ["input_size", "layers"])
 
     def open_tab(self, tab: str) -> None:
         """Build ``tab``'s views if not done yet (once its browser libraries are loaded)."""
@@ -110,6 +147,7 @@ class WorkbenchApp(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.on_session_destroyed(lambda _ctx: self.close())
+            self._keep_builder_in_url()
             if not self.state.refresh_peak():  # still being measured at server start
                 pn.state.add_periodic_callback(self.state.refresh_peak, period=PEAK_POLL_MS,
                                                count=PEAK_POLLS)

@@ -66,6 +66,23 @@ def layers_from_sizes(sizes: list[int], activation: str = "relu") -> list[dict[s
     return Architecture.from_layer_sizes(sizes, activation=activation).to_json()["layers"]
 
 
+def collapsing_linears(layers: list[dict[str, Any]]) -> list[str]:
+    """Two linear layers with no activation between them (dropout is none) compute one linear
+    map: valid, but the extra layer only adds parameters."""
+    hints, last_linear, activated = [], None, True
+    for i, layer in enumerate(layers):
+        kind = layer.get("type")
+        if kind == "linear":
+            if last_linear is not None and not activated:
+                hints.append(f"layers[{last_linear}] and layers[{i}] are linear with no "
+                             "activation between them: together they are one linear map. "
+                             "Add e.g. a relu between them, or remove one.")
+            last_linear, activated = i, False
+        elif kind in ACTIVATIONS:
+            activated = True
+    return hints
+
+
 class LayerRow(Viewer):
     """The widgets of one layer. Structure (type) changes go through the builder."""
 
@@ -79,11 +96,11 @@ class LayerRow(Viewer):
             css_classes=[f"layer-{index}-type"],
         )
         self.in_ = pn.widgets.IntInput(
-            name="", value=layer.get("in") or 1, start=1, end=65536, width=90, margin=(2, 4),
+            label="", value=layer.get("in") or 1, start=1, end=65536, width=90, margin=(2, 4),
             css_classes=[f"layer-{index}-in"], visible=layer["type"] == "linear",
         )
         self.out = pn.widgets.IntInput(
-            name="", value=layer.get("out") or 1, start=1, end=65536, width=90, margin=(2, 4),
+            label="", value=layer.get("out") or 1, start=1, end=65536, width=90, margin=(2, 4),
             css_classes=[f"layer-{index}-out"], visible=layer["type"] == "linear",
         )
         self.arrow = html("→", visible=layer["type"] == "linear", margin=(8, 0))
@@ -93,11 +110,11 @@ class LayerRow(Viewer):
                                  stylesheets=[ROW_CSS])
         self.error = html("", visible=False, margin=(0, 8, 4, 36),
                                   stylesheets=[ROW_CSS], css_classes=[f"layer-{index}-error"])
-        self.up = pn.widgets.Button(name="↑", width=34, margin=(2, 1), disabled=index == 0,
+        self.up = pn.widgets.Button(label="↑", width=34, margin=(2, 1), disabled=index == 0,
                                     css_classes=[f"layer-{index}-up"])
-        self.down = pn.widgets.Button(name="↓", width=34, margin=(2, 1),
+        self.down = pn.widgets.Button(label="↓", width=34, margin=(2, 1),
                                       css_classes=[f"layer-{index}-down"])
-        self.remove = pn.widgets.Button(name="✕", width=34, margin=(2, 1), button_type="light",
+        self.remove = pn.widgets.Button(label="✕", width=34, margin=(2, 1), color="light",
                                         css_classes=[f"layer-{index}-remove"])
         self.up.on_click(lambda _: builder.move_layer(self.index, -1))
         self.down.on_click(lambda _: builder.move_layer(self.index, +1))
@@ -144,6 +161,7 @@ class Builder(Viewer):
                             doc="load a preset architecture")
     errors = param.List(default=[], doc="spec error messages of the current state (empty=valid)")
     layer_errors = param.Dict(default={}, doc="{layer index: message} of the offending layers")
+    hints = param.List(default=[], doc="advice on a valid but doubtful architecture")
     name = param.String(default="builder")
 
     def __init__(self, state: AppState | None = None, **params: Any):
@@ -157,10 +175,13 @@ class Builder(Viewer):
         self._alert = pn.pane.Alert("", alert_type="danger", visible=False,
                                     css_classes=["wb-builder-alert"], sizing_mode="stretch_width")
         self._json = pn.widgets.TextAreaInput(
-            name="Architecture JSON (MNIST MLP API)", height=180, sizing_mode="stretch_width",
+            label="Architecture JSON (MNIST MLP API)", height=180, sizing_mode="stretch_width",
             css_classes=["wb-arch-json"],
         )
-        self._import_error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self._import_error = pn.pane.Alert("", alert_type="danger", visible=False,
+                                           css_classes=["wb-import-error"])
+        self._hint = pn.pane.Alert("", alert_type="warning", visible=False,
+                                   css_classes=["wb-builder-hint"], sizing_mode="stretch_width")
         self._rebuild_rows()
         self._refresh()
 
@@ -286,6 +307,9 @@ class Builder(Viewer):
         general = [m for m in messages if not _LAYER_REF.match(m)]
         self._alert.object = "<br>".join(escape_markdown(m) for m in general)
         self._alert.visible = bool(general)
+        self.hints = collapsing_linears(self.layers)
+        self._hint.object = "<br>".join(escape_markdown(m) for m in self.hints)
+        self._hint.visible = bool(self.hints)
 
     def _costs(self) -> list[Any] | None:
         """Per-layer costs even for an invalid chain (each layer valid on its own)."""
@@ -343,10 +367,15 @@ class Builder(Viewer):
     def _import(self, _: Any) -> None:
         try:
             self.load_json(self._json.value)
-            self._import_error.visible = False
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             self._import_error.object = f"Import failed: {escape_markdown(exc)}"
             self._import_error.visible = True
+            return
+        # Imported: every problem of it at once (the rows show one per layer).
+        self._import_error.object = (
+            f"Imported with {len(self.errors)} problem(s):<br>"
+            + "<br>".join(f"• {escape_markdown(m)}" for m in self.errors)) if self.errors else ""
+        self._import_error.visible = bool(self.errors)
 
     @param.depends("input_size", "state.dataset")
     def _io(self) -> pn.viewable.Viewable:
@@ -357,26 +386,27 @@ class Builder(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         add = []
         for kind in LAYER_CHOICES:
-            button = pn.widgets.Button(name=f"+ {kind}", button_type="primary"
+            button = pn.widgets.Button(label=f"+ {kind}", color="primary"
                                        if kind == "linear" else "default",
                                        css_classes=[f"add-{kind}"], width=92)
             button.on_click(lambda _, k=kind: self.add_layer(k))
             add.append(button)
-        clear = pn.widgets.Button(name="Clear", button_type="light", css_classes=["clear-layers"],
+        clear = pn.widgets.Button(label="Clear", color="light", css_classes=["clear-layers"],
                                   width=70)
         clear.on_click(lambda _: self.clear())
-        preset = pn.widgets.Select.from_param(self.param.preset, name="Preset", width=200)
-        importer = pn.widgets.Button(name="Import JSON", css_classes=["import-json"])
+        preset = pn.widgets.Select.from_param(self.param.preset, label="Preset", width=200)
+        importer = pn.widgets.Button(label="Import JSON", css_classes=["import-json"])
         importer.on_click(self._import)
         download = pn.widgets.FileDownload(
             callback=lambda: __import__("io").StringIO(json.dumps(self.to_json(), indent=2)),
-            filename="architecture.json", label="Export JSON", button_type="default",
+            filename="architecture.json", label="Export JSON", color="default",
         )
         header = pn.Row(self._io, pn.layout.HSpacer(), preset)
         return pn.Column(
             self._summary,
             header,
             self._alert,
+            self._hint,
             self._rows_box,
             pn.Row(*add, clear, margin=(8, 0)),
             pn.Card(self._json, pn.Row(importer, download), self._import_error,

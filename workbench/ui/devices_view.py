@@ -21,6 +21,7 @@ from panel.viewable import Viewer
 
 from ..store.jobs import TrainerJob, TrainerJobs
 from .state import AppState
+from .targets_view import target_rows, targets_table
 from .theme import escape_html, html
 
 PALETTE = ("#2563eb", "#f97316", "#059669", "#7c3aed", "#db2777", "#0891b2", "#ca8a04")
@@ -46,8 +47,8 @@ def stage_rows(job: TrainerJob) -> list[dict[str, Any]]:
 
 def stages_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return ("<div class='wb-empty'>No allocation yet: register devices and "
-                "<code>POST /api/network/initialize/&lt;job_id&gt;</code>.</div>")
+        return ("<div class='wb-empty'>No allocation yet: the job's layers are split over its "
+                "devices once it is initialized.</div>")
     head = ("<tr><th>stage</th><th>device</th><th>spec layers</th><th>sizes</th>"
             "<th>FLOPs / sample (fwd + bwd)</th><th>share</th><th>score (TFLOPS)</th></tr>")
     body = "".join(
@@ -106,7 +107,8 @@ STAGES_CSS = """
 
 
 class DevicesView(Viewer):
-    """Pick a distributed-trainer job; see its stages; see the TFLOPS history per device."""
+    """Where runs can go (this machine and every node); a distributed-trainer job's stages; the
+    TFLOPS history per device."""
 
     state = param.ClassSelector(class_=AppState)
     job_id = param.Selector(default=None, objects=[], allow_None=True, doc="the job shown")
@@ -114,6 +116,8 @@ class DevicesView(Viewer):
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
         self.jobs = TrainerJobs(state.service.store)
+        self._targets = html("", css_classes=["wb-targets-table"], sizing_mode="stretch_width",
+                             stylesheets=[STAGES_CSS])
         self._stages = html("", css_classes=["wb-stage-table"], sizing_mode="stretch_width")
         self._stages.stylesheets = [*self._stages.stylesheets, STAGES_CSS]
         self._share = pn.pane.Plotly(go.Figure(), height=180, sizing_mode="stretch_width",
@@ -124,7 +128,9 @@ class DevicesView(Viewer):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read jobs and sessions from the store."""
+        """Re-read devices, nodes, jobs and sessions from the store."""
+        self._targets.object = targets_table(target_rows(
+            self.state.service, known_peaks={self.state.device: self.state.peak_tflops}))
         jobs = self.jobs.list_jobs()
         self._by_id = {j.job_id: j for j in jobs}
         ids = [j.job_id for j in reversed(jobs)]  # newest first
@@ -139,8 +145,9 @@ class DevicesView(Viewer):
         job = self._by_id.get(self.job_id) if self.job_id else None
         rows = stage_rows(job) if job else []
         if job is None:
-            self._stages.object = ("<div class='wb-empty'>No distributed-trainer jobs yet "
-                                   "(<code>POST /api/jobs</code>).</div>")
+            self._stages.object = ("<div class='wb-empty'>No distributed-trainer jobs yet. "
+                                   "To train on this machine or a node, use the Train tab "
+                                   "and pick the target there.</div>")
         else:
             self._stages.object = (f"<p>job <code>{escape_html(job.job_id)}</code> · "
                                    f"{escape_html(job.status)} · layers "
@@ -150,12 +157,14 @@ class DevicesView(Viewer):
         self._share.visible = bool(rows)
 
     def __panel__(self) -> pn.viewable.Viewable:
-        refresh = pn.widgets.Button(name="↻ Refresh", width=100)
+        refresh = pn.widgets.Button(label="↻ Refresh", width=100)
         refresh.on_click(lambda _: self.refresh())
         return pn.Column(
-            pn.Row(pn.widgets.Select.from_param(self.param.job_id, name="Job", width=200),
+            pn.Row(pn.widgets.Select.from_param(self.param.job_id, label="Job", width=200),
                    pn.Column(refresh, margin=(18, 0))),
-            html("<h3 class='wb-h'>Pipeline stages</h3>"),
+            html("<h3 class='wb-h'>Where runs can go</h3>"),
+            self._targets,
+            html("<h3 class='wb-h'>Distributed-trainer jobs: pipeline stages</h3>"),
             self._stages, self._share,
             html("<h3 class='wb-h'>TFLOPS history per device</h3>"),
             self._history,

@@ -46,6 +46,30 @@ class LaunchPanel(Viewer):
         super().__init__(state=state, **params)
         self._refresh_targets()
         self._estimate()
+        self._own_run: str | None = None  # the run this panel launched last
+        self.state.param.watch(lambda e: self._on_run(e.new), "run_id")
+
+    def _on_run(self, run_id: str | None) -> None:
+        """A past run opened (from the Runs tab, or a shared link): the form takes its
+        hyperparameters, so "launch" repeats it unless edited."""
+        if not run_id or run_id == self._own_run or self.state.service is None:
+            return
+        try:
+            run = self.state.service.get_run(run_id)
+        except (KeyError, ValueError):
+            return
+        self.load_hyperparams(run.hyperparams)
+
+    def load_hyperparams(self, hp: dict[str, Any]) -> None:
+        """Set the form from a Hyperparams JSON (fields it lacks keep their values)."""
+        opt = hp.get("optimizer") or {}
+        values: dict[str, Any] = {
+            "epochs": hp.get("epochs"), "batch_size": hp.get("batch_size"),
+            "seed": hp.get("seed"), "train_split": hp.get("train_split"),
+            "optimizer": opt.get("type"), "lr": opt.get("lr"), "momentum": opt.get("momentum"),
+            "early_stopping": hp.get("early_stopping_patience") or 0,
+        }
+        self.param.update({k: v for k, v in values.items() if v is not None})
 
     def _refresh_targets(self) -> None:
         targets = list(getattr(self.state.service, "targets", None) or ["local"])
@@ -92,6 +116,7 @@ class LaunchPanel(Viewer):
             self.message = str(exc)
             return None
         self.message = ""
+        self._own_run = run.run_id
         self.state.run_id = run.run_id
         self.state.param.trigger("runs_changed")
         self.param.trigger("launched")
@@ -106,42 +131,42 @@ class LaunchPanel(Viewer):
     @param.depends("optimizer")
     def _momentum(self) -> pn.viewable.Viewable:
         return pn.widgets.FloatInput.from_param(
-            self.param.momentum, name="Momentum", step=0.05, width=130,
+            self.param.momentum, label="Momentum", step=0.05, width=130,
             disabled=self.optimizer != "sgd")
 
     def __panel__(self) -> pn.viewable.Viewable:
         p = self.param
         w = pn.widgets
-        button = w.Button(name="▶ Launch training", button_type="success", height=44,
+        button = w.Button(label="▶ Launch training", color="success", height=44,
                           sizing_mode="stretch_width", css_classes=["launch-run"])
         button.on_click(lambda _: self.launch())
         dataset = w.Select.from_param(
-            self.state.param.dataset, name="Dataset", width=200,
+            self.state.param.dataset, label="Dataset", width=200,
             options={DATASETS[k].title: k for k in DATASETS})
-        device = w.Select.from_param(self.state.param.device, name="Device", width=130)
+        device = w.Select.from_param(self.state.param.device, label="Device", width=130)
         return pn.Column(
             html("<h3 class='wb-h'>Optimizer</h3>"),
-            pn.Row(w.Select.from_param(p.optimizer, name="Optimizer", width=130),
-                   w.FloatInput.from_param(p.lr, name="Learning rate", step=1e-4, width=130,
+            pn.Row(w.Select.from_param(p.optimizer, label="Optimizer", width=130),
+                   w.FloatInput.from_param(p.lr, label="Learning rate", step=1e-4, width=130,
                                            format="0.[000000]"),
                    self._momentum),
             html("<h3 class='wb-h'>Schedule</h3>"),
-            pn.Row(w.IntInput.from_param(p.epochs, name="Epochs", width=100,
+            pn.Row(w.IntInput.from_param(p.epochs, label="Epochs", width=100,
                                          css_classes=["hp-epochs"]),
-                   w.IntInput.from_param(p.batch_size, name="Batch size", width=110,
+                   w.IntInput.from_param(p.batch_size, label="Batch size", width=110,
                                          css_classes=["hp-batch"]),
-                   w.IntInput.from_param(p.seed, name="Seed", width=100),
-                   w.IntInput.from_param(p.early_stopping, name="Early stop patience",
+                   w.IntInput.from_param(p.seed, label="Seed", width=100),
+                   w.IntInput.from_param(p.early_stopping, label="Early stop patience",
                                          width=150)),
             html("<h3 class='wb-h'>Data</h3>"),
             pn.Row(dataset,
-                   w.FloatSlider.from_param(p.train_split, name="Train split", step=0.05,
-                                            width=180),
-                   w.IntInput.from_param(p.limit, name="Sample cap (0 = all)", width=150,
+                   w.FloatSlider.from_param(p.train_split, label="Train split", step=0.05,
+                                            width=140),
+                   w.IntInput.from_param(p.limit, label="Sample cap (0 = all)", width=140,
                                          css_classes=["hp-limit"])),
             html("<h3 class='wb-h'>Compute</h3>"),
-            pn.Row(w.Select.from_param(p.target, name="Target", width=160), device,
-                   w.TextInput.from_param(p.run_name, name="Model name", width=200,
+            pn.Row(w.Select.from_param(p.target, label="Target", width=160), device,
+                   w.TextInput.from_param(p.run_name, label="Model name", width=200,
                                           placeholder="optional")),
             self._message_view,
             button,

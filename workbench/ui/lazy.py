@@ -39,14 +39,37 @@ req.urls.reduce((prev, url) => prev.then(() => load(url)), Promise.resolve())
 
 
 def library_urls(name: str) -> list[str]:
-    """CSS then JS of a Panel extension's model (paths relative to the page, under static/)."""
+    """CSS then JS of a Panel extension's model (paths relative to the page, under static/).
+
+    Each is the installed package's own file: Panel's resolution of them depends on a
+    process-wide resource mode that any render may change, and a Tabulator widget rewrites its
+    model's CSS list to a CDN URL that Panel then no longer maps back (after the first session
+    the theme came from cdn.holoviz.org). So every URL is mapped here, from the package."""
     from panel.models.plotly import PlotlyPlot
-    from panel.models.tabulator import DataTabulator
+    from panel.models.tabulator import THEME_PATH, DataTabulator
 
     model = {"plotly": PlotlyPlot, "tabulator": DataTabulator}[name]
-    # Plotly's maplibre CSS is for map traces, which the app has none of.
-    css = [] if name == "plotly" else list(model.__css__)
-    return css + list(model.__javascript__)
+    # Plotly's maplibre CSS is for map traces, which the app has none of; the Tabulator theme is
+    # the widget's default ("simple").
+    css = [] if name == "plotly" else [f"bundled/datatabulator/{THEME_PATH}tabulator_simple.min.css"]
+    return [served_path(url) for url in css + list(model.__javascript__)]
+
+
+STATIC = "static/extensions/panel/"
+
+
+def served_path(url: str) -> str:
+    """``url`` (a CDN URL of Panel's dist, a ``static/...`` path or a dist-relative path) as the
+    path under ``static/`` the server serves it at; ``ValueError`` if the package lacks it."""
+    from panel.io.resources import CDN_DIST, DIST_DIR
+
+    rel = url.split("?")[0]
+    for prefix in (CDN_DIST, STATIC):
+        if rel.startswith(prefix):
+            rel = rel[len(prefix):]
+    if not (DIST_DIR / rel).is_file():
+        raise ValueError(f"{url!r} is not a file of the installed Panel package")
+    return STATIC + rel
 
 
 class LibraryLoader(Viewer):
@@ -91,7 +114,13 @@ class LibraryLoader(Viewer):
             libs = json.loads(event.new)["libs"]
         except (ValueError, KeyError, TypeError):
             return  # not ours: ignore anything else a client sends
-        self.loaded = sorted(set(self.loaded) | {lib for lib in libs if lib in self._asked})
+        new = {lib for lib in libs if lib in self._asked}
+        self.loaded = sorted(set(self.loaded) | new)
+        # Tell Panel this session's page has them now: its per-document extension list decides
+        # whether a Plotly pane or Tabulator made later logs "extension was not loaded".
+        doc_extensions = pn.state._extensions
+        if doc_extensions is not None:
+            doc_extensions.extend(sorted(new - set(doc_extensions)))
         self._on_ready()
 
     def __panel__(self) -> pn.viewable.Viewable:

@@ -22,9 +22,12 @@ from panel.viewable import Viewer
 from .. import events as ev
 from .. import peaks
 from .state import AppState, known_peak, peak
-from .theme import escape_html, escape_markdown, html
+from .theme import escape_html, escape_markdown, html, mark_empty
 
 POLL_MS = 250
+NO_RUN = ("No run selected: set the hyperparameters on the left and press ▶ Launch training, "
+          "or open a past run from the Runs tab.")
+CHARTS = ("loss", "accuracy", "tflops", "throughput")
 SMOOTHING = 0.6  # EMA weight of the previous smoothed step loss
 COLORS = {"train": "#2563eb", "val": "#f97316", "step": "#94a3b8", "fwd": "#7c3aed",
           "bwd": "#db2777", "total": "#059669", "peak": "#ef4444", "mem": "#0891b2"}
@@ -74,12 +77,14 @@ class LiveRun(Viewer):
         self._started: dict[str, Any] = {}
         self._dirty = False
         self._callback: Any = None
-        self._panes = {k: pn.pane.Plotly(self._empty(k), sizing_mode="stretch_width",
+        empty = self.figures()  # no run yet: honest axes and what to do, from the first render
+        self._panes = {k: pn.pane.Plotly(empty[k], sizing_mode="stretch_width",
                                          height=280, css_classes=[f"chart-{k}"],
                                          config={"displaylogo": False})
-                       for k in ("loss", "accuracy", "tflops", "throughput")}
-        self._cancel = pn.widgets.Button(name="■ Cancel run", button_type="danger",
-                                         css_classes=["cancel-run"], width=130, disabled=True)
+                       for k in CHARTS}
+        self._cancel = pn.widgets.Button(label="■ Cancel run", color="danger",
+                                         css_classes=["cancel-run"], width=130, disabled=True,
+                                         visible=False)
         self._cancel.on_click(lambda _: self.cancel())
         self.state.param.watch(lambda e: self.show(e.new), "run_id")
         if self.state.run_id:
@@ -196,7 +201,7 @@ class LiveRun(Viewer):
 
     def figures(self) -> dict[str, go.Figure]:
         """The four charts for the current data (also used by tests)."""
-        figs = {k: self._empty(k) for k in self._panes}
+        figs = {k: self._empty(k) for k in CHARTS}
         line = dict(mode="lines+markers")
         steps = sorted(self._steps)
         per_epoch = self._steps_per_epoch()
@@ -226,7 +231,13 @@ class LiveRun(Viewer):
                                        yaxis="y2", line=dict(color=COLORS["mem"]), **line)
         figs["throughput"].update_layout(
             yaxis2=dict(title="MiB", overlaying="y", side="right", rangemode="tozero"))
-        figs["accuracy"].update_yaxes(rangemode="tozero")
+        figs["accuracy"].update_yaxes(range=[0, 1])  # a share: never a range beyond 0..1
+        epochs = (0, max(self.epochs_total, 1))
+        text = ("waiting for the first epoch" if self.run_id
+                else "no run yet")  # the header says how to start one
+        for key, fig in figs.items():
+            mark_empty(fig, text, x_range=epochs,
+                       y_range=(0, max(self.peak_tflops or 1, 1)) if key == "tflops" else (0, 1))
         return figs
 
     def _steps_per_epoch(self) -> float | None:
@@ -239,17 +250,18 @@ class LiveRun(Viewer):
         return math.ceil(n / batch) if n and batch else None
 
     def _redraw(self) -> None:
+        active = self.run_state in ("queued", "running")
+        self._cancel.disabled = not active
+        self._cancel.visible = active  # no dead control while nothing can be cancelled
         for key, fig in self.figures().items():
             self._panes[key].object = fig
         self.epoch_points = len(self._series("train_loss")[0])
-        self._cancel.disabled = self.run_state not in ("queued", "running")
 
     @param.depends("run_id", "run_state", "epoch", "epochs_total", "device", "peak_tflops",
                    "error")
     def _header(self) -> pn.viewable.Viewable:
         if not self.run_id:
-            return html("<div class='wb-empty'>No run selected. Launch one above, or "
-                                "pick one in the Runs tab.</div>")
+            return html(f"<div class='wb-empty'>{NO_RUN}</div>")
         last = self._history[max(self._history)] if self._history else {}
         total = last.get("total_tflops")
         share = (f"{100 * total / self.peak_tflops:.1f}%" if total and self.peak_tflops

@@ -252,18 +252,18 @@ class Playground(Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets
-        clear = w.Button(name="Clear", width=80, css_classes=["clear-canvas"])
+        clear = w.Button(label="Clear", width=80, css_classes=["clear-canvas"])
         clear.on_click(lambda _: self.canvas.clear())
-        sample = w.IntInput.from_param(self.param.sample_index, name="Test sample #", width=120)
-        pick = w.Button(name="Predict sample", width=130, margin=(24, 4))
+        sample = w.IntInput.from_param(self.param.sample_index, label="Test sample #", width=120)
+        pick = w.Button(label="Predict sample", width=130, margin=(24, 4))
         pick.on_click(lambda _: self._guard(self.predict_sample))
-        random_pick = w.Button(name="Random", width=80, margin=(24, 4))
+        random_pick = w.Button(label="Random", width=80, margin=(24, 4))
         random_pick.on_click(lambda _: self._guard(
             self.predict_sample, int(np.random.default_rng().integers(0, 1000))))
-        cm = w.Button(name="Confusion matrix on test set", button_type="primary",
+        cm = w.Button(label="Confusion matrix on test set", color="primary",
                       css_classes=["confusion-button"])
         cm.on_click(lambda _: self._guard(self.confusion_matrix))
-        chooser = w.Select.from_param(self.param.param_id, name="Parameter set",
+        chooser = w.Select.from_param(self.param.param_id, label="Parameter set",
                                       sizing_mode="stretch_width", css_classes=["param-set"])
         return pn.Column(
             chooser,

@@ -64,6 +64,19 @@ def escape_markdown(text: Any) -> str:
     return _html.escape(_MARKDOWN_SPECIALS.sub(r"\\\1", str(text)), quote=False)
 
 
+def mark_empty(fig: Any, text: str, *, x_range: tuple[float, float] = (0, 1),
+               y_range: tuple[float, float] = (0, 1)) -> Any:
+    """A chart without points gets axes over ``x_range``/``y_range`` (plotly's default of
+    -1..4 or 6 means nothing) and ``text`` in its middle, saying what to do to fill it."""
+    if any(len(getattr(t, "x", None) or ()) for t in fig.data):
+        return fig
+    fig.update_xaxes(range=list(x_range))
+    fig.update_yaxes(range=list(y_range))
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font=dict(color="#667085", size=13))
+    return fig
+
+
 def html(obj: str = "", **params: Any) -> pn.pane.HTML:
     """An HTML pane styled with the app's stylesheet."""
     params.setdefault("stylesheets", [CSS])

@@ -1,0 +1,83 @@
+"""The Devices tab's first table: every place a run can go -- this machine's CPU and GPUs and
+each registered Jupyter node -- with status, load, queue, measured peak, current run and when
+it was last seen. Read from the store the service owns (the app runs in the owner)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import peaks
+from .theme import escape_html
+
+NO_NODES = ("No remote nodes registered. An admin adds a Jupyter Server to train on with "
+            "<code>workbench nodes add URL</code>; it then shows here and as a target in the "
+            "Train tab.")
+
+
+def local_devices() -> list[str]:
+    import torch
+
+    return ["cpu", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "–"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    s = max(0, int((now - when).total_seconds()))
+    return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
+
+
+def target_rows(service: Any, now: datetime | None = None,
+                known_peaks: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """One row per local device and registered node. ``known_peaks``: peaks the session has
+    already (its own device's), used where the peak file has none for this thread count."""
+    now = now or datetime.now(timezone.utc)
+    store = service.store
+    active, _cursor = store.list_runs(state=["queued", "running"], limit=1000)
+    by_target: dict[str, list[Any]] = {}
+    for run in active:
+        by_target.setdefault(run.target, []).append(run)
+
+    def work(target: str, device: str | None = None) -> tuple[str, int]:
+        runs = [r for r in by_target.get(target, [])
+                if device is None or (r.device or "cpu").startswith(device)]
+        running = [r.run_id for r in runs if r.state == "running"]
+        return (running[0] if running else "–"), sum(r.state == "queued" for r in runs)
+
+    rows = []
+    for device in local_devices():
+        peak = peaks.stored(device)
+        tflops = peak.tflops if peak is not None else (known_peaks or {}).get(device)
+        current, queued = work("local", device)
+        rows.append({"where": "this machine", "device": device, "status": "online",
+                     "load": "–", "queued": queued,
+                     "peak_tflops": tflops,
+                     "current_run": current, "last_seen": "now"})
+    for node in store.list_nodes(limit=1000):
+        gpu = (node.gpu_info or {}).get("model")
+        current, queued = work(node.node_id)
+        rows.append({"where": f"node {node.name}", "device": gpu or f"CPU × {node.cpu_count}",
+                     "status": node.status,
+                     "load": "–" if node.current_load is None else f"{node.current_load:.2f}",
+                     "queued": queued, "peak_tflops": node.performance_score,
+                     "current_run": current, "last_seen": _ago(node.last_seen, now),
+                     "node_id": node.node_id})
+    return rows
+
+
+def targets_table(rows: list[dict[str, Any]]) -> str:
+    head = ("<tr><th>where</th><th>device</th><th>status</th><th>load</th><th>queued</th>"
+            "<th>measured peak (TFLOPS)</th><th>current run</th><th>last seen</th></tr>")
+    body = "".join(
+        f"<tr><td>{escape_html(r['where'])}</td><td>{escape_html(r['device'])}</td>"
+        f"<td>{escape_html(r['status'])}</td><td>{escape_html(r['load'])}</td>"
+        f"<td>{r['queued']}</td>"
+        f"<td>{'measuring…' if r['peak_tflops'] is None else format(r['peak_tflops'], '.3g')}"
+        f"</td><td><code>{escape_html(r['current_run'])}</code></td>"
+        f"<td>{escape_html(r['last_seen'])}</td></tr>" for r in rows)
+    nodes = any("node_id" in r for r in rows)
+    return (f"<table class='wb-stages wb-targets'>{head}{body}</table>"
+            + ("" if nodes else f"<div class='wb-empty'>{NO_NODES}</div>"))
