@@ -152,9 +152,9 @@ class CompareView(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets
         download = w.FileDownload(callback=self._report_file, filename="runs-report.html",
-                                  label="Download HTML report", button_type="success",
+                                  label="Download HTML report", color="success",
                                   css_classes=["download-report"], width=220)
-        controls = pn.Row(
+        controls = pn.FlexBox(  # wraps at narrow widths (no sideways scroll)
             w.MultiChoice.from_param(self.param.metrics, name="Metrics", width=300),
             w.Select.from_param(self.param.x, name="x axis", width=110),
             w.Select.from_param(self.param.group_by, name="Group by", width=130),
@@ -164,7 +164,7 @@ class CompareView(Viewer):
             w.Select.from_param(self.param.image_format, name="Chart download", width=110),
             pn.Column(download, margin=(18, 5)),
         )
-        plots = pn.Row(
+        plots = pn.Column(  # stacked: side by side they overflow 1024 px
             pn.Column(pn.Row(
                 w.MultiChoice.from_param(self.param.parallel_params, name="Parameters",
                                          width=260),

@@ -245,20 +245,20 @@ class RunsView(Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets
-        refresh = w.Button(name="↻ Refresh", width=100)
+        refresh = w.Button(label="↻ Refresh", width=100)
         refresh.on_click(lambda _: self.refresh())
-        open_live = w.Button(name="Open in live view", width=150, button_type="primary")
+        open_live = w.Button(label="Open in live view", width=150, color="primary")
         open_live.on_click(lambda _: self.open_selected())
-        save = w.Button(name="Save", width=80, button_type="primary", css_classes=["save-run"])
+        save = w.Button(label="Save", width=80, color="primary", css_classes=["save-run"])
         save.on_click(lambda _: self.save_edits())
-        run = w.Button(name="Run query", button_type="primary", css_classes=["run-sql"],
+        run = w.Button(label="Run query", color="primary", css_classes=["run-sql"],
                        width=120)
         run.on_click(lambda _: self.run_sql())
         search = w.TextInput.from_param(
             self.param.query, name="Filter", sizing_mode="stretch_width",
             placeholder="val_accuracy > 0.9 and optimizer = adam and tag:baseline",
             css_classes=["runs-filter"])
-        filters = pn.Row(
+        filters = pn.FlexBox(  # wraps at narrow widths (no sideways scroll)
             w.MultiChoice.from_param(self.param.state_filter, name="State", width=220),
             w.TextInput.from_param(self.param.model_filter, name="Model", width=160,
                                    placeholder="name or id"),
@@ -267,7 +267,7 @@ class RunsView(Viewer):
             w.MultiChoice.from_param(self.param.columns, name="Columns", width=320),
             pn.Column(pn.Row(refresh, open_live), margin=(18, 0)),
         )
-        edit = pn.Row(
+        edit = pn.FlexBox(
             w.TextInput.from_param(self.param.edit_name, name="Name", width=180,
                                    css_classes=["edit-name"]),
             w.TextInput.from_param(self.param.edit_experiment, name="Experiment", width=160),
