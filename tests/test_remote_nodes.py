@@ -357,9 +357,9 @@ def test_rest_api_registers_lists_and_removes(tmp_path_factory, jupyters):
                              ).status_code == 409
 
             listed = http.get("/api/v1/nodes", params={"status": "online", "region": "lab-b"})
-            assert [n["id"] for n in listed.json()["data"]] == [node["id"]]
+            assert [n["id"] for n in listed.json()["data"]["nodes"]] == [node["id"]]
             assert listed.json()["meta"]["pagination"]["total"] == 1
-            assert http.get("/api/v1/nodes", params={"offset": 1}).json()["data"] == []
+            assert http.get("/api/v1/nodes", params={"offset": 1}).json()["data"]["nodes"] == []
             assert http.get("/api/v1/nodes", params={"status": "sleepy"}).status_code == 422
             assert http.get(f"/api/v1/nodes/{node['id']}").json()["data"]["uptime"]
             assert http.get("/api/v1/nodes/node_missing").status_code == 404

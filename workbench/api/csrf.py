@@ -29,6 +29,8 @@ import orjson
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .v1.conventions import error_type
+
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
 #: (method, path) -> media types besides JSON that the route takes.
@@ -195,6 +197,7 @@ class CrossSiteGuard:
         if family == "v1":
             code = "FORBIDDEN" if status == 403 else UNSUPPORTED_MEDIA_TYPE
             body = {"success": False, "error": {"code": code, "message": why,
+                                                "type": error_type(code),
                                                 "details": {"field": field}}}
         elif family == "trainer":
             body = {"error": why}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from ..spec import Architecture, Hyperparams, Parameters
 
@@ -124,7 +124,8 @@ class ReturnSpec(BaseModel):
     labels: bool = True
 
 
-Inputs = list[list[float]]
+# StrictFloat: JSON numbers only (true/false are refused, not read as 1.0/0.0).
+Inputs = list[list[StrictFloat]]
 
 
 class InferRequest(BaseModel):

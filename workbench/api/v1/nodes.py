@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from ...executors.registry import install
 from ...nodes import (
@@ -30,6 +31,7 @@ from ..deps import ServiceDep
 from .conventions import (
     CONFLICT,
     ID_ERRORS,
+    NODE_UNAVAILABLE,
     READ_ERRORS,
     ApiError,
     Envelope,
@@ -38,13 +40,11 @@ from .conventions import (
     ok,
     validation_error,
 )
-from .query import ListQuery, ListQueryDep, ListSpec, equals, paginate
+from .query import ListQuery, ListSpec, equals, list_query_dependency, paginate
 from .security import AdminKey, ReadKey
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 log = logging.getLogger(__name__)
-
-NODE_UNAVAILABLE = "NODE_UNAVAILABLE"
 
 LIST_SPEC = ListSpec(
     fields=tuple(NodePublic.model_fields),
@@ -110,30 +110,40 @@ def register_node(body: NodeCreate, service: ServiceDep, _: AdminKey) -> Respons
     return ok(_view(nodes, node), status_code=201)
 
 
-@router.get("", response_model=Envelope[list[NodePublic]], responses=READ_ERRORS)
+class NodeList(BaseModel):
+    nodes: list[NodePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+NodeListQuery = Annotated[ListQuery, Depends(list_query_dependency(50))]
+
+
+@router.get("", response_model=Envelope[NodeList], responses=READ_ERRORS)
 def list_nodes(
-    service: ServiceDep, query: ListQueryDep, _: ReadKey,
+    service: ServiceDep, query: NodeListQuery, _: ReadKey,
     status: Annotated[str | None, Query(description="online, busy or offline "
                                         "(comma-separated)")] = None,
     region: Annotated[str | None, Query(max_length=100)] = None,
     offset: Annotated[int | None, Query(ge=0, le=1_000_000, description="skip this many "
                                         "(instead of page)")] = None,
 ) -> Response:
-    """Registered nodes, oldest registration first by default."""
+    """Registered nodes, oldest registration first by default, as the neurogrid document shows
+    them: ``data {nodes, total, limit (default 50), offset}`` (also ``meta.pagination``)."""
     nodes = _nodes(service)
     views = [_view(nodes, n) for n in nodes.store.list_nodes(limit=100_000)]
-    if offset is None:
-        page, meta = paginate(views, query, LIST_SPEC)
-        return ok(page, meta=meta)
-    if query.page != 1:
+    if offset is not None and query.page != 1:
         raise validation_error("offset", "give page or offset, not both")
-    widened = ListQuery(1, offset + query.limit, query.sort, query.fields, query.params)
+    skip = (query.page - 1) * query.limit if offset is None else offset
+    widened = ListQuery(1, skip + query.limit, query.sort, query.fields, query.params)
     page, meta = paginate(views, widened, LIST_SPEC)
     total = meta["pagination"]["total"]
-    meta["pagination"] = {"total": total, "limit": query.limit, "offset": offset,
-                          "page": offset // query.limit + 1,
+    meta["pagination"] = {"total": total, "limit": query.limit, "offset": skip,
+                          "page": skip // query.limit + 1,
                           "pages": -(-total // query.limit) if total else 0}
-    return ok(page[offset:], meta=meta)
+    return ok({"nodes": page[skip:], "total": total, "limit": query.limit, "offset": skip},
+              meta=meta)
 
 
 @router.get("/{node_id}", response_model=Envelope[NodePublic], responses=ID_ERRORS)
