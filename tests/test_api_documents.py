@@ -322,3 +322,113 @@ def test_deploy_answers_deploying_then_ready_and_survives_a_restart(server_facto
     with third.http() as client:
         gone = client.get(f"/api/v1/deployments/{deployment['deployment_id']}")
         _error(gone, 404, "RESOURCE_NOT_FOUND")
+
+
+# ---- the conventions' namespaces -----------------------------------------------------------------
+def test_plugin_core_jobs_with_paging_filter_sort_fields(client, trained):
+    """conventions: ``GET /api/plugin-core/jobs?page=2&limit=10``, ``?status=running&provider=
+    akash``, ``?sort=createdAt:desc``, ``?fields=id,status,createdAt``."""
+    for path in ("/api/plugin-core/jobs", "/api/v1/plugin-core/jobs", "/api/v1/jobs"):
+        body = client.get(path, params={"limit": 1, "page": 1}).json()
+        assert body["success"] and len(body["data"]) == 1, body
+        assert set(body["meta"]["pagination"]) == {"total", "page", "limit", "pages"}
+    done = client.get("/api/plugin-core/jobs", params={
+        "status": "completed", "provider": "local", "sort": "createdAt:desc",
+        "fields": "id,status,createdAt", "limit": 100}).json()["data"]
+    assert trained["job_id"] in [j["id"] for j in done]
+    assert all(list(j) == ["id", "status", "createdAt"] and j["status"] == "completed"
+               for j in done)
+    created = [j["createdAt"] for j in done]
+    assert created == sorted(created, reverse=True)
+    assert client.get("/api/plugin-core/jobs", params={"provider": "akash"}).json()[
+        "data"] == []
+    _error(client.get("/api/plugin-core/jobs", params={"status": "exploded"}), 422,
+           "VALIDATION_ERROR")
+    anonymous = httpx.get(f"{client.base_url}/api/plugin-core/jobs")
+    _error(anonymous, 401, "AUTH_INVALID")
+
+
+def test_plugin_core_providers_and_networks(client):
+    """conventions: "| Providers | Provider configuration | `/api/plugin-core/providers` |" and
+    "| Networks | Network status | `/api/plugin-core/networks` |"."""
+    providers = client.get("/api/plugin-core/providers").json()["data"]
+    assert {"local", "local-kernel", "distributed"} <= {p["id"] for p in providers}
+    assert all(p["status"] for p in providers)
+    job_id = client.post("/api/jobs", json=TRAINER_JOB).json()["job_id"]
+    from tests.utils.server import free_port
+
+    port = free_port()
+    assert client.post("/api/devices/register", json={"ip": "127.0.0.1", "port": port,
+                                                      "job_id": job_id}).status_code == 200
+    members = client.get("/api/plugin-core/networks").json()["data"]
+    worker = next(m for m in members if m["address"] == f"http://127.0.0.1:{port}")
+    assert worker["type"] == "worker" and worker["job_id"] == job_id
+    client.delete(f"/api/devices/{port}")
+
+
+def test_webhooks_signed_retried_and_allowlisted(client):
+    """conventions: "| Webhooks | Event notifications | `/api/plugin-core/webhooks` |" and "Use
+    Webhooks: For event-driven architectures instead of polling"."""
+    import hashlib
+    import hmac
+    import http.server
+    import json
+    import threading
+    import time
+
+    received: list[tuple[dict, bytes]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            # The first two attempts of each delivery fail: the third must come.
+            tries = sum(1 for h, _ in received
+                        if h["X-Webhook-Delivery"] == self.headers["X-Webhook-Delivery"])
+            self.send_response(500 if tries < 3 else 204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+        refused = _error(client.post("/api/plugin-core/webhooks", json={
+            "url": "http://10.0.0.5/hook"}), 422, "VALIDATION_ERROR")
+        assert refused["details"]["field"] == "url" and "not allowed" in refused["message"]
+        _error(client.post("/api/plugin-core/webhooks", json={"url": url, "events": ["boom"]}),
+               422, "VALIDATION_ERROR")
+        made = client.post("/api/plugin-core/webhooks", json={
+            "url": url, "events": ["job.completed"]})
+        assert made.status_code == 201, made.text
+        hook = made.json()["data"]
+        secret = hook["secret"]
+        assert "secret" not in client.get(f"/api/plugin-core/webhooks/{hook['id']}").json()[
+            "data"]
+
+        job = submit_job(client, limit=100)
+        assert wait_job(client, job["job_id"])["status"] == "completed"
+        deadline = time.monotonic() + 60
+        while True:
+            deliveries = client.get(f"/api/plugin-core/webhooks/{hook['id']}/deliveries"
+                                    ).json()["data"]
+            mine = [d for d in deliveries if d["data"]["job_id"] == job["job_id"]]
+            if mine and mine[0]["status"] != "pending":
+                break
+            assert time.monotonic() < deadline, deliveries
+            time.sleep(0.2)
+        assert mine[0]["status"] == "delivered" and mine[0]["attempts"] == 3
+        assert mine[0]["event"] == "job.completed" and mine[0]["last_status"] == 204
+        headers, body = received[-1]
+        payload = json.loads(body)
+        assert payload["type"] == "job.completed" and payload["data"]["status"] == "completed"
+        expected = hmac.new(secret.encode(), headers["X-Webhook-Timestamp"].encode() + b"."
+                            + body, hashlib.sha256).hexdigest()
+        assert headers["X-Webhook-Signature"] == "sha256=" + expected
+        assert client.delete(f"/api/plugin-core/webhooks/{hook['id']}").status_code == 200
+        _error(client.get(f"/api/plugin-core/webhooks/{hook['id']}"), 404, "RESOURCE_NOT_FOUND")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -128,6 +128,17 @@ class Settings(BaseModel):
     rate_limits: RateLimits = Field(default_factory=RateLimits,
                                     doc="per-key request limits of every /api route")
 
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=20,
+        doc="WORKBENCH_WEBHOOK_MAX_ATTEMPTS: tries per webhook delivery before it is 'failed'",
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0, gt=0,
+        doc="WORKBENCH_WEBHOOK_BACKOFF_S: wait before the first retry; doubled for each next one",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, doc="WORKBENCH_WEBHOOK_TIMEOUT_S: one delivery attempt's timeout",
+    )
     compute_price_per_hour: float = Field(
         default=0.0, ge=0,
         doc="WORKBENCH_COMPUTE_PRICE_PER_HOUR: USD per compute-hour; a task's cost is its "
@@ -187,6 +198,12 @@ def get_settings() -> Settings:
         values["allowed_hosts"] = [h.strip() for h in hosts.split(",") if h.strip()]
     if idle := _env("WORKBENCH_OWNER_IDLE_S"):
         values["owner_idle_s"] = float(idle)
+    if attempts := _env("WORKBENCH_WEBHOOK_MAX_ATTEMPTS"):
+        values["webhook_max_attempts"] = int(attempts)
+    if backoff := _env("WORKBENCH_WEBHOOK_BACKOFF_S"):
+        values["webhook_backoff_s"] = float(backoff)
+    if timeout := _env("WORKBENCH_WEBHOOK_TIMEOUT_S"):
+        values["webhook_timeout_s"] = float(timeout)
     if price := _env("WORKBENCH_COMPUTE_PRICE_PER_HOUR"):
         values["compute_price_per_hour"] = float(price)
     values["rate_limits"] = _rate_limits()

@@ -77,6 +77,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.webhooks.close()  # workbench.service.webhooks: its delivery thread
             if owns_service:
                 service.close()
 

@@ -2,7 +2,7 @@
 
     deployments = Deployments(store)
     record = deployments.create(job_id="job_...", param_id="p_...", config={...})
-    deployments.list()                         # not deleted, oldest first
+    deployments.active()                       # not deleted, oldest first
     deployments.delete(deployment_id=record.deployment_id)
 
 The table comes from migration step 5 (``workbench.store.migrations``). Only what survives a
@@ -58,7 +58,7 @@ class Deployments:
                                 "AND deleted_at IS NULL", [deployment_id])
         return self._record(rows[0]) if rows else None
 
-    def list(self) -> list[DeploymentRecord]:
+    def active(self) -> list[DeploymentRecord]:
         rows = self.store._read(f"SELECT {_COLUMNS} FROM deployments WHERE deleted_at IS NULL "
                                 "ORDER BY created_at, deployment_id")
         return [self._record(r) for r in rows]

@@ -18,8 +18,22 @@ from fastapi import APIRouter, FastAPI
 
 from ...executors.registry import install as install_targets
 from ...service import Workbench
-from . import analytics, conventions, explorer, jobs, keys, models, nodes, sql, tasks, ws
-from .conventions import PREFIX
+from ...service.webhooks import WebhookDispatcher
+from . import (
+    analytics,
+    conventions,
+    explorer,
+    jobs,
+    keys,
+    models,
+    nodes,
+    plugin_core,
+    sql,
+    tasks,
+    webhooks,
+    ws,
+)
+from .conventions import PLUGIN_CORE_PREFIX, PREFIX
 from .security import RateLimiter
 
 __all__ = ["PREFIX", "mount_v1"]
@@ -37,10 +51,18 @@ def mount_v1(app: FastAPI, service: Workbench, *, rate_limit_per_minute: int | N
     if not hasattr(app.state, "service"):
         app.state.service = service
 
+    app.state.webhooks = WebhookDispatcher(service)  # follows service.bus; closed on shutdown
+
     v1 = APIRouter(prefix=PREFIX)
-    for module in (keys, jobs, models, tasks, analytics, ws, nodes, sql):
+    for module in (keys, jobs, plugin_core, models, tasks, analytics, ws, nodes, sql):
         v1.include_router(module.router)
     app.include_router(v1)
+    # The conventions' namespaces, at /api/plugin-core and (versioned) /api/v1/plugin-core.
+    for prefix in (PLUGIN_CORE_PREFIX, PREFIX + "/plugin-core"):
+        core = APIRouter(prefix=prefix)
+        for module in (plugin_core, webhooks):
+            core.include_router(module.router)
+        app.include_router(core)
     # start_run(target="local-kernel" | node id); node health checks; node.status on the bus
     install_targets(service, monitor_interval=30.0)
 

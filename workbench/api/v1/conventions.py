@@ -32,6 +32,7 @@ from ...service.errors import Conflict, InvalidInput, NotFound, QueueFull, Submi
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
+PLUGIN_CORE_PREFIX = "/api/plugin-core"  # the conventions' namespaces: same envelope and codes
 API_VERSION = "v1"
 
 AUTH_INVALID = "AUTH_INVALID"
@@ -78,7 +79,7 @@ def is_v1_path(scope: Mapping[str, Any]) -> bool:
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return any(path == p or path.startswith(p + "/") for p in (PREFIX, PLUGIN_CORE_PREFIX))
 
 
 # ---- envelopes --------------------------------------------------------------------------------

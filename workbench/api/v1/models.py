@@ -281,7 +281,7 @@ class DeploymentRegistry:
         self.store = Deployments(service.store)
         self._lock = threading.Lock()
         self._live: dict[str, Deployment] = {
-            r.deployment_id: Deployment(service, r).start() for r in self.store.list()}
+            r.deployment_id: Deployment(service, r).start() for r in self.store.active()}
 
     def create(self, *, job_id: str, param_id: str, body: DeployRequest) -> Deployment:
         record = self.store.create(job_id=job_id, param_id=param_id,
