@@ -432,3 +432,34 @@ def test_webhooks_signed_retried_and_allowlisted(client):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# ---- usage, stats, cost (neurogrid-api.md) --------------------------------------------------------
+def test_usage_stats_and_cost_from_compute_accounting(server_factory):
+    """neurogrid: ``/analytics/usage`` -> ``"current_month": {"tasks_completed": 45,
+    "total_cost": 12.50, "compute_time": "2h 15m", "tokens_generated": 25000}, "limits":
+    {"monthly_tasks": 1000, "monthly_budget": 100.00}``; ``/analytics/stats`` ->
+    ``"average_response_time": 3.2, "network_uptime": 99.8``; a task's ``"cost": 0.0155``."""
+    server = server_factory(extra_env={"WORKBENCH_COMPUTE_PRICE_PER_HOUR": "36"})
+    with server.http() as client:
+        key, _ = _key(client)
+        with _as(client, key) as mine:
+            job = submit_job(mine, limit=300)
+            assert wait_job(mine, job["job_id"])["status"] == "completed"
+            task = mine.get(f"/api/v1/tasks/{job['task_id']}").json()["data"]
+            # cost = compute hours (the run's duration) x WORKBENCH_COMPUTE_PRICE_PER_HOUR
+            assert task["cost"] == pytest.approx(task["duration_s"] / 3600 * 36, abs=1e-5)
+            assert task["cost"] > 0
+            usage = mine.get("/api/v1/analytics/usage").json()["data"]
+        month = usage["current_month"]
+        assert month["tasks_completed"] == 1
+        assert month["total_cost"] == pytest.approx(task["cost"], abs=1e-5)
+        assert month["compute_time"] == "0h 0m" and month["tokens_generated"] == 0
+        assert usage["limits"] == {"monthly_tasks": None, "monthly_budget": None}
+        assert [k["tasks"] for k in usage["keys"]] == [1]  # per-key usage: only this key's
+        # The admin sees everybody's month (here the same single task).
+        assert client.get("/api/v1/analytics/usage").json()["data"]["current_month"][
+            "tasks_completed"] == 1
+        stats = client.get("/api/v1/analytics/stats").json()["data"]
+        assert stats["network_uptime"] == 100.0  # local targets only, all available
+        assert stats["average_response_time"] is None  # no deployment has answered yet

@@ -186,10 +186,12 @@ MIGRATIONS: list[Migration] = [
     # under another number is unharmed.
     Migration(
         version=5,
-        description="api key rate-limit tiers; persisted /api/v1 deployments; webhooks",
+        description="api key rate-limit tiers; node owners; persisted /api/v1 deployments; "
+                    "webhooks",
         statements=(
             "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS rate_tier VARCHAR",
             "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS rate_limit INTEGER",
+            "ALTER TABLE nodes ADD COLUMN IF NOT EXISTS owner_key_id VARCHAR",
             """
             CREATE TABLE IF NOT EXISTS deployments (
                 deployment_id VARCHAR PRIMARY KEY,

@@ -80,6 +80,20 @@ def task_cost(run: RunRecord) -> float:
     return round(compute_hours(run) * get_settings().compute_price_per_hour, 6)
 
 
+def earnings(runs: Any, target: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """What a compute target (a node) earned: the ``task_cost`` of the succeeded runs it
+    trained, in total and for runs finished in the last 30 days (USD strings, as the neurogrid
+    document shows them)."""
+    from datetime import timedelta, timezone
+
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=30)
+    done = [r for r in runs if r.target == target and r.state == "succeeded"]
+    recent = [r for r in done if r.finished_at is not None and r.finished_at >= cutoff]
+    return {"total": f"{sum(task_cost(r) for r in done):.2f}", "currency": "USD",
+            "last_30_days": f"{sum(task_cost(r) for r in recent):.2f}",
+            "compute_hours": round(sum(compute_hours(r) for r in done), 6)}
+
+
 def task_view(run: RunRecord) -> dict[str, Any]:
     return {
         "id": run.run_id,
