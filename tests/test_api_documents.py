@@ -229,6 +229,9 @@ def test_rate_limit_headers_on_every_family(client):
     # The server's own credential (what the CLI, notebooks and the app use) is on the owner
     # tier: effectively unlimited.
     assert int(client.get("/api/runs").headers["X-RateLimit-Limit"]) >= 1_000_000
+    # Requests without a valid key count per client address (the anonymous tier).
+    anonymous = httpx.get(f"{client.base_url}/api/runs")
+    assert anonymous.status_code == 401 and anonymous.headers["X-RateLimit-Limit"] == "600"
 
 
 def test_free_tier_is_60_per_minute_and_keys_have_their_own(client):

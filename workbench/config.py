@@ -65,21 +65,23 @@ class Limits(BaseModel):
 
 
 OWNER_TIER = "owner"  # the tier of the server's own credentials (bootstrap admin, local key)
+ANONYMOUS_TIER = "anonymous"  # requests without a valid key, counted per client address
 
 
 class RateLimits(BaseModel):
     """Requests per minute on every ``/api`` route, per API key, by the key's tier (the Cortex
     conventions' plans). A key may also carry its own limit. Requests without a valid key are
-    counted per client address at the default tier."""
+    counted per client address on the ``anonymous`` tier."""
 
     tiers: dict[str, int] = Field(
         default_factory=lambda: {"free": 60, "pro": 300, "enterprise": 3000,
-                                 OWNER_TIER: 1_000_000},
+                                 OWNER_TIER: 1_000_000, ANONYMOUS_TIER: 600},
         doc="WORKBENCH_RATE_LIMIT_TIERS ('free=60,pro=300,...', merged into these defaults); "
         "WORKBENCH_RATE_LIMIT_PER_MINUTE sets the default tier's number. 'owner' is the tier "
         "of the server's own credentials (WORKBENCH_TOKEN's bootstrap admin key and the "
         "owner's local credential that the CLI, notebooks and the app use): effectively "
-        "unlimited, so no face of the owner is throttled",
+        "unlimited, so no face of the owner is throttled. 'anonymous' counts requests without "
+        "a valid key per client address (they only ever get 401; the limit bounds floods)",
     )
     default_tier: str = Field(
         default="free",

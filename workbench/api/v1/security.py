@@ -13,7 +13,8 @@ tier's, else the default tier's — the conventions' Free 60/min), adds
 ``X-RateLimit-Limit/Remaining/Reset`` to every response (``X-API-Version`` under ``/api/v1``)
 and answers 429 past the limit (with ``Retry-After``, in the family's error shape), before
 any route runs. The server's own credentials are on the ``owner`` tier (effectively
-unlimited), as are ``--trainer-open`` loopback requests.
+unlimited), as are ``--trainer-open`` loopback requests; other requests without a valid key
+count per client address on the ``anonymous`` tier.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...auth import SCOPES, KeyRing, granted, hash_key, parse_permissions
-from ...config import OWNER_TIER, RateLimits, get_settings
+from ...config import ANONYMOUS_TIER, OWNER_TIER, RateLimits, get_settings
 from ...store import ApiKeyRecord
 from ..policy import requires
 from .conventions import (
@@ -69,7 +70,9 @@ class RateLimiter:
             return record.rate_limit
         if owner:
             return self.limits.per_minute(OWNER_TIER)
-        return self.limits.per_minute(record.rate_tier if record is not None else None)
+        if record is None:
+            return self.limits.per_minute(ANONYMOUS_TIER)
+        return self.limits.per_minute(record.rate_tier)
 
     def hit(self, identity: str, limit: int, now: float | None = None
             ) -> tuple[bool, int, int, int]:
