@@ -343,8 +343,8 @@ def test_plugin_core_jobs_with_paging_filter_sort_fields(client, trained):
                for j in done)
     created = [j["createdAt"] for j in done]
     assert created == sorted(created, reverse=True)
-    assert client.get("/api/plugin-core/jobs", params={"provider": "akash"}).json()[
-        "data"] == []
+    assert client.get("/api/plugin-core/jobs", params={"status": "running",
+                                                       "provider": "akash"}).json()["data"] == []
     _error(client.get("/api/plugin-core/jobs", params={"status": "exploded"}), 422,
            "VALIDATION_ERROR")
     anonymous = httpx.get(f"{client.base_url}/api/plugin-core/jobs")

@@ -32,6 +32,9 @@ from .views import JOB_STATUS, iso, job_id, task_cost
 router = APIRouter(tags=["plugin-core"])
 
 JOB_STATUSES = tuple(dict.fromkeys(JOB_STATUS.values()))
+# The conventions' example filters ``status=running``: task and run words name job statuses too.
+JOB_STATUS_ALIASES = {"running": ("training",), "pending": ("submitted",),
+                      "queued": ("submitted",), "succeeded": ("completed",)}
 JOB_FIELDS = ("id", "job_id", "status", "provider", "model_id", "dataset", "epoch",
               "epochs_total", "metrics", "error", "cost", "created_at", "updated_at",
               "completed_at")
@@ -40,7 +43,8 @@ JOB_SPEC = ListSpec(
     fields=JOB_FIELDS,
     sortable=("created_at", "updated_at", "completed_at", "status", "provider", "id", "cost"),
     filters={
-        "status": equals("status", allowed=JOB_STATUSES),
+        "status": equals("status", aliases=JOB_STATUS_ALIASES,
+                         allowed=(*JOB_STATUSES, *JOB_STATUS_ALIASES)),
         "provider": equals("provider"),
         "model": equals("model_id", param="model"),
     },
