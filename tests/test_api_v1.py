@@ -112,32 +112,33 @@ def test_tasks_pagination(client, finished_jobs):
     first = client.get("/api/v1/tasks", params={"limit": 2, "page": 1}).json()
     assert first["meta"]["pagination"] == {"total": total, "page": 1, "limit": 2,
                                            "pages": (total + 1) // 2}
-    assert len(first["data"]) == 2
-    pages = [first["data"]]
+    assert len(first["data"]["tasks"]) == 2
+    pages = [first["data"]["tasks"]]
     for page in range(2, first["meta"]["pagination"]["pages"] + 1):
-        pages.append(client.get("/api/v1/tasks", params={"limit": 2, "page": page}).json()["data"])
+        pages.append(client.get("/api/v1/tasks", params={"limit": 2, "page": page}).json()["data"][
+            "tasks"])
     ids = [t["id"] for p in pages for t in p]
     assert len(ids) == total == len(set(ids))
     beyond = client.get("/api/v1/tasks", params={"limit": 2, "page": 1000}).json()
-    assert beyond["data"] == [] and beyond["meta"]["pagination"]["total"] == total
+    assert beyond["data"] == {"tasks": [], "total": total} and beyond["meta"]["pagination"]["total"] == total
 
 
 def test_tasks_filter_sort_and_fields(client, finished_jobs):
     ids = {j["task_id"] for j in finished_jobs}
     done = client.get("/api/v1/tasks", params={"status": "completed", "limit": 100}).json()
-    assert ids <= {t["id"] for t in done["data"]}
-    assert all(t["status"] == "completed" for t in done["data"])
+    assert ids <= {t["id"] for t in done["data"]["tasks"]}
+    assert all(t["status"] == "completed" for t in done["data"]["tasks"])
     by_model = client.get("/api/v1/tasks", params={"model": finished_jobs[1]["model_id"]}).json()
-    assert [t["id"] for t in by_model["data"]] == [finished_jobs[1]["task_id"]]
+    assert [t["id"] for t in by_model["data"]["tasks"]] == [finished_jobs[1]["task_id"]]
 
     asc = client.get("/api/v1/tasks", params={"sort": "createdAt:asc", "limit": 100}).json()
     desc = client.get("/api/v1/tasks", params={"sort": "createdAt:desc", "limit": 100}).json()
-    assert [t["id"] for t in asc["data"]] == [t["id"] for t in reversed(desc["data"])]
-    created = [t["created_at"] for t in asc["data"]]
+    assert [t["id"] for t in asc["data"]["tasks"]] == [t["id"] for t in reversed(desc["data"]["tasks"])]
+    created = [t["created_at"] for t in asc["data"]["tasks"]]
     assert created == sorted(created)
 
     slim = client.get("/api/v1/tasks", params={"fields": "id,status", "status": "completed"})
-    assert all(set(t) == {"id", "status"} for t in slim.json()["data"])
+    assert all(set(t) == {"id", "status"} for t in slim.json()["data"]["tasks"])
 
     error = _error(client.get("/api/v1/tasks", params={"fields": "id,secret"}), 422,
                    "VALIDATION_ERROR")

@@ -57,7 +57,7 @@ def test_deployment_predicts_like_api_infer(client, trained, digits):
         "serving_config": {"batch_size": 8, "timeout_ms": 5, "max_concurrent_requests": 4}})
     assert response.status_code == 201, response.text
     deployment = response.json()["data"]
-    assert deployment["status"] == "ready" and deployment["param_id"] == trained["param_id"]
+    assert deployment["status"] == "deploying" and deployment["param_id"] == trained["param_id"]
 
     served = client.post(deployment["endpoints"]["inference"],
                          json={"inputs": digits.tolist(), "return": {"logits": True}})

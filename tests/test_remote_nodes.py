@@ -357,11 +357,18 @@ def test_rest_api_registers_lists_and_removes(tmp_path_factory, jupyters):
                              ).status_code == 409
 
             listed = http.get("/api/v1/nodes", params={"status": "online", "region": "lab-b"})
-            assert [n["id"] for n in listed.json()["data"]] == [node["id"]]
+            assert [n["id"] for n in listed.json()["data"]["nodes"]] == [node["id"]]
             assert listed.json()["meta"]["pagination"]["total"] == 1
-            assert http.get("/api/v1/nodes", params={"offset": 1}).json()["data"] == []
+            assert http.get("/api/v1/nodes", params={"offset": 1}).json()["data"]["nodes"] == []
             assert http.get("/api/v1/nodes", params={"status": "sleepy"}).status_code == 422
-            assert http.get(f"/api/v1/nodes/{node['id']}").json()["data"]["uptime"]
+            detail = http.get(f"/api/v1/nodes/{node['id']}").json()["data"]
+            assert detail["uptime"]
+            # neurogrid: "owner": "user_456", "earnings": {"total", "currency", "last_30_days"}
+            bootstrap = next(k["key_id"] for k in http.get("/api/v1/auth/keys").json()["data"]
+                             if k["name"] == "bootstrap-admin")
+            assert detail["owner"] == bootstrap
+            assert detail["earnings"] == {"total": "0.00", "currency": "USD",
+                                          "last_30_days": "0.00", "compute_hours": 0.0}
             assert http.get("/api/v1/nodes/node_missing").status_code == 404
             assert http.delete(f"/api/v1/nodes/{node['id']}").status_code == 200
             assert http.get(f"/api/v1/nodes/{node['id']}").status_code == 404

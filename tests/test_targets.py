@@ -136,7 +136,7 @@ def test_bad_global_node_urls_are_a_validation_error_naming_the_url(server, work
              ([good, good + "/"], "global_node_urls[1]"),  # the same worker twice
              (["https://gpu.invalid/lab"], "global_node_urls[0]")]
     with server.http() as http:
-        before = len(http.get("/api/v1/tasks").json()["data"])
+        before = len(http.get("/api/v1/tasks").json()["data"]["tasks"])
         for urls, field in cases:
             response = http.post("/api/v1/jobs/submit", json={
                 "neural_model_config": {"input_dim": 784, "hidden_dims": [16], "output_dim": 10},
@@ -147,7 +147,7 @@ def test_bad_global_node_urls_are_a_validation_error_naming_the_url(server, work
             assert error["details"]["field"] == field, error
             assert error["message"].startswith(field)
         # Nothing was queued for the refused jobs.
-        assert len(http.get("/api/v1/tasks").json()["data"]) == before
+        assert len(http.get("/api/v1/tasks").json()["data"]["tasks"]) == before
 
 
 def test_v1_target_and_strategy_fields(server):

@@ -66,12 +66,14 @@ def page(server, browser):
 
 
 def _websocket_status(url: str) -> int:
-    """The HTTP status of a websocket handshake to Panel's ``/ws`` (403: refused)."""
+    """The HTTP status of a websocket handshake to Panel's ``/ws`` (403: refused). It asks for
+    the ``bokeh`` subprotocol, as Panel's client does: without it ``/ws`` is the REST API's
+    event socket (the documents' ``wss://host/ws``, ``workbench.api.v1.ws.DocumentSocket``)."""
     parts = urlsplit(url)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = ["GET /ws HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-             f"Origin: {url}"]
+             "Sec-WebSocket-Protocol: bokeh", f"Origin: {url}"]
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         return int(sock.recv(1024).split(b" ", 2)[1])

@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .config import OWNER_TIER
 from .files import create_private_file
 from .store import ApiKeyRecord, Store
 
@@ -163,8 +164,12 @@ def bootstrap_admin_key(store: Store, token: str | None) -> str | None:
     if token:
         record = find_key(store, token)
         if record is None:
-            store.create_api_key(name=BOOTSTRAP_NAME, key_hash=hash_key(token), permissions="admin")
-        elif not record.usable():
+            store.create_api_key(name=BOOTSTRAP_NAME, key_hash=hash_key(token), permissions="admin",
+                                 rate_tier=OWNER_TIER)
+            return None
+        if record.rate_tier is None and record.rate_limit is None:  # a key from before tiers
+            store.set_api_key_rate(key_id=record.key_id, rate_tier=OWNER_TIER, rate_limit=None)
+        if not record.usable():
             store.restore_api_key(key_id=record.key_id)
             log.warning("WORKBENCH_TOKEN: restored API key %s (%s), which was %s", record.key_id,
                         record.name, "revoked" if record.revoked_at else "expired")
@@ -172,7 +177,8 @@ def bootstrap_admin_key(store: Store, token: str | None) -> str | None:
     if any(True for _ in store.iter_usable_api_keys()):
         return None
     key = generate_key()
-    store.create_api_key(name=BOOTSTRAP_NAME, key_hash=hash_key(key), permissions="admin")
+    store.create_api_key(name=BOOTSTRAP_NAME, key_hash=hash_key(key), permissions="admin",
+                         rate_tier=OWNER_TIER)
     return key
 
 
@@ -324,11 +330,13 @@ class KeyRing:
             pass
 
     def create(self, *, name: str, permissions: str = "admin",
-               expires_at: datetime | None = None) -> tuple[str, ApiKeyRecord]:
+               expires_at: datetime | None = None, rate_tier: str | None = None,
+               rate_limit: int | None = None) -> tuple[str, ApiKeyRecord]:
         """A new key (plaintext, returned once) and its record."""
         key = generate_key()
         record = self.store.create_api_key(name=name, key_hash=self.hash(key),
-                                           permissions=permissions, expires_at=expires_at)
+                                           permissions=permissions, expires_at=expires_at,
+                                           rate_tier=rate_tier, rate_limit=rate_limit)
         self.reload()
         return key, record
 

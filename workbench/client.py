@@ -229,7 +229,10 @@ class Client:
         while True:
             body = self._request("GET", "/v1" + path, params={**params, "page": page,
                                                                "limit": 100})
-            items += body["data"]
+            data = body["data"]
+            # Neurogrid lists wrap their items: {"nodes": [...], "total": ...}.
+            items += data if isinstance(data, list) else next(
+                v for v in data.values() if isinstance(v, list))
             pages = ((body.get("meta") or {}).get("pagination") or {}).get("pages") or 1
             if page >= pages:
                 return items

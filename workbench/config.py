@@ -64,6 +64,36 @@ class Limits(BaseModel):
         return self.max_world_size or max(2, os.cpu_count() or 1)
 
 
+OWNER_TIER = "owner"  # the tier of the server's own credentials (bootstrap admin, local key)
+ANONYMOUS_TIER = "anonymous"  # requests without a valid key, counted per client address
+
+
+class RateLimits(BaseModel):
+    """Requests per minute on every ``/api`` route, per API key, by the key's tier (the Cortex
+    conventions' plans). A key may also carry its own limit. Requests without a valid key are
+    counted per client address on the ``anonymous`` tier."""
+
+    tiers: dict[str, int] = Field(
+        default_factory=lambda: {"free": 60, "pro": 300, "enterprise": 3000,
+                                 OWNER_TIER: 1_000_000, ANONYMOUS_TIER: 600},
+        doc="WORKBENCH_RATE_LIMIT_TIERS ('free=60,pro=300,...', merged into these defaults); "
+        "WORKBENCH_RATE_LIMIT_PER_MINUTE sets the default tier's number. 'owner' is the tier "
+        "of the server's own credentials (WORKBENCH_TOKEN's bootstrap admin key and the "
+        "owner's local credential that the CLI, notebooks and the app use): effectively "
+        "unlimited, so no face of the owner is throttled. 'anonymous' counts requests without "
+        "a valid key per client address (they only ever get 401; the limit bounds floods)",
+    )
+    default_tier: str = Field(
+        default="free",
+        doc="WORKBENCH_RATE_LIMIT_DEFAULT_TIER: the tier of keys created without one (the "
+        "conventions' Free plan: 60 requests per minute)",
+    )
+    enabled: bool = Field(default=True, doc="WORKBENCH_RATE_LIMIT_PER_MINUTE=0 turns limits off")
+
+    def per_minute(self, tier: str | None) -> int:
+        return self.tiers.get(tier or self.default_tier, self.tiers[self.default_tier])
+
+
 class Settings(BaseModel):
     home: Path = Field(doc="WORKBENCH_HOME: the DuckDB store, keys and artifacts live here")
     data_dir: Path = Field(doc="WORKBENCH_DATA: cache of downloaded datasets")
@@ -97,9 +127,24 @@ class Settings(BaseModel):
         "(dataset_url, global_node_urls, trainer devices, nodes), comma-separated: names, "
         "'.example.org' suffixes, IPs or networks (10.0.0.0/8), or '*'; default loopback only",
     )
-    rate_limit_per_minute: int = Field(
-        default=1200, ge=0,
-        doc="WORKBENCH_RATE_LIMIT_PER_MINUTE: /api/v1 requests per key per minute (0: no limit)",
+    rate_limits: RateLimits = Field(default_factory=RateLimits,
+                                    doc="per-key request limits of every /api route")
+
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=20,
+        doc="WORKBENCH_WEBHOOK_MAX_ATTEMPTS: tries per webhook delivery before it is 'failed'",
+    )
+    webhook_backoff_s: float = Field(
+        default=1.0, gt=0,
+        doc="WORKBENCH_WEBHOOK_BACKOFF_S: wait before the first retry; doubled for each next one",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, doc="WORKBENCH_WEBHOOK_TIMEOUT_S: one delivery attempt's timeout",
+    )
+    compute_price_per_hour: float = Field(
+        default=0.0, ge=0,
+        doc="WORKBENCH_COMPUTE_PRICE_PER_HOUR: USD per compute-hour; a task's cost is its "
+        "run's duration in hours times this, a node's earnings the cost of the tasks it ran",
     )
 
     @property
@@ -155,6 +200,34 @@ def get_settings() -> Settings:
         values["allowed_hosts"] = [h.strip() for h in hosts.split(",") if h.strip()]
     if idle := _env("WORKBENCH_OWNER_IDLE_S"):
         values["owner_idle_s"] = float(idle)
-    if rate_limit := _env("WORKBENCH_RATE_LIMIT_PER_MINUTE"):
-        values["rate_limit_per_minute"] = int(rate_limit)
+    if attempts := _env("WORKBENCH_WEBHOOK_MAX_ATTEMPTS"):
+        values["webhook_max_attempts"] = int(attempts)
+    if backoff := _env("WORKBENCH_WEBHOOK_BACKOFF_S"):
+        values["webhook_backoff_s"] = float(backoff)
+    if timeout := _env("WORKBENCH_WEBHOOK_TIMEOUT_S"):
+        values["webhook_timeout_s"] = float(timeout)
+    if price := _env("WORKBENCH_COMPUTE_PRICE_PER_HOUR"):
+        values["compute_price_per_hour"] = float(price)
+    values["rate_limits"] = _rate_limits()
     return Settings(**values)
+
+
+def _rate_limits() -> RateLimits:
+    limits = RateLimits()
+    if tier := _env("WORKBENCH_RATE_LIMIT_DEFAULT_TIER"):
+        limits.default_tier = tier
+    tiers = dict(limits.tiers)
+    for item in (_env("WORKBENCH_RATE_LIMIT_TIERS") or "").split(","):
+        name, _, number = item.partition("=")
+        if name.strip() and number.strip():
+            tiers[name.strip()] = int(number)
+    if (default := _env("WORKBENCH_RATE_LIMIT_PER_MINUTE")) is not None:
+        if int(default) <= 0:
+            limits.enabled = False
+        else:
+            tiers[limits.default_tier] = int(default)
+    if limits.default_tier not in tiers:
+        raise ValueError(f"WORKBENCH_RATE_LIMIT_DEFAULT_TIER: no tier {limits.default_tier!r}; "
+                         f"tiers: {', '.join(tiers)}")
+    limits.tiers = tiers
+    return limits

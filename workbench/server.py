@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
-from .config import get_settings
+from .config import OWNER_TIER, get_settings
 from .frontdoor.owner_file import OwnerInfo, private_home, read_owner, remove_owner, write_owner
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def publish(app: Any, url: str, *, on_demand: bool, uds: str | None = None) -> A
     for record in keyring.store.list_api_keys(include_revoked=False):
         if record.name.startswith(LOCAL_KEY_PREFIX):  # left by an owner that died
             keyring.revoke(record.key_id)
-    token, record = keyring.create(name=f"{LOCAL_KEY_PREFIX}{os.getpid()}", permissions="admin")
+    # The owner tier: faces using this credential (CLI, notebooks, the tile) are not throttled.
+    token, record = keyring.create(name=f"{LOCAL_KEY_PREFIX}{os.getpid()}", permissions="admin",
+                                   rate_tier=OWNER_TIER)
     write_owner(OwnerInfo(url=url, pid=os.getpid(), token=token, started_at=time.time(),
                           on_demand=on_demand, version=__version__))
     done = threading.Event()

@@ -85,7 +85,7 @@ def _send(url: str, method: str, *, content_type: str | None, body: bytes = b"",
 
 
 def _family(path: str) -> str:
-    if path.startswith("/api/v1"):
+    if path.startswith(("/api/v1", "/api/plugin-core")):  # the conventions' envelope
         return "v1"
     if re.match(r"^/api/(jobs|devices|network|previous_teraflops)(/|$)", path):
         return "trainer"

@@ -269,7 +269,7 @@ def test_node_registration_echoes_no_remote_body(client, bad_host):
     assert forbidden.status_code == 422, forbidden.text
     assert forbidden.json()["error"]["details"]["field"] == "url"
     assert "is not allowed" in forbidden.json()["error"]["message"]
-    assert client.get("/api/v1/nodes").json()["data"] == []
+    assert client.get("/api/v1/nodes").json()["data"]["nodes"] == []
 
 
 BAD_IPS = ["1.2.3.4; rm -rf /", "169.254.169.254", "10.0.0.5", "gpu box", "", "a" * 300,

@@ -218,7 +218,12 @@ def _ws_outcome(env: Env, path: str, who: str) -> str:
 
     def attempt() -> None:
         try:
-            with env.client.websocket_connect(url, headers=env.headers(who)) as ws:
+            # /ws is the Panel app's socket for Bokeh's subprotocol (the route walked here);
+            # without it, the same path is /api/v1/ws (workbench.api.v1.ws.DocumentSocket),
+            # which the walk checks under its own path.
+            protocols = ["bokeh"] if path == "/ws" else None
+            with env.client.websocket_connect(url, headers=env.headers(who),
+                                              subprotocols=protocols) as ws:
                 ws.send_json({"type": "auth", "token": token or ""})
                 message = ws.receive_json()
                 code = (message.get("error") or {}).get("code") if message.get(

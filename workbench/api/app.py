@@ -7,7 +7,8 @@ This module only assembles: routers per resource (``routes/``), error translatio
 (``errors.py``), dependencies (``deps.py``), the body-size guard (``limits.py``), the
 cross-site guard (``csrf.py``: JSON bodies, same-origin ``Origin`` on every write). The API
 never imports the app: ``workbench.server`` (the composition root) mounts the Panel app on the
-same FastAPI app; our routes stay off ``/``, ``/ws`` and ``/static`` for it.
+same FastAPI app; our routes stay off ``/`` and ``/static`` for it, and share ``/ws`` with it
+by subprotocol (``v1.ws.DocumentSocket``: Bokeh's client asks for ``bokeh``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from .limits import BodyLimit
 from .routes import events, experiments, infer, models, params, runs, tracking, trainer
 from .schemas import Health, InferRequest
 from .v1 import mount_v1
+from .v1.security import RateLimitMiddleware
+from .v1.ws import DocumentSocket
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.webhooks.close()  # workbench.service.webhooks: its delivery thread
             if owns_service:
                 service.close()
 
@@ -102,6 +106,10 @@ def create_app(
     # Outermost of the API's: cross-site writes are refused before any body is read.
     trainer_paths = [API_PREFIX + getattr(r, "path", "") for r in trainer.router.routes]
     app.add_middleware(CrossSiteGuard, trainer_paths=trainer_paths)
+    # Outermost: every /api answer (a 413, a cross-site 403 too) carries X-RateLimit-*.
+    app.add_middleware(RateLimitMiddleware)
+    # The documents' wss://host/ws is /api/v1/ws unless it is the Panel app's (Bokeh) socket.
+    app.add_middleware(DocumentSocket)
     _install_openapi(app)
     return app
 

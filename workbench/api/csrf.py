@@ -29,6 +29,8 @@ import orjson
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .v1.conventions import error_type, is_v1_path
+
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
 #: (method, path) -> media types besides JSON that the route takes.
@@ -184,7 +186,7 @@ class CrossSiteGuard:
         return normalize_allowed(entries) if entries else frozenset()
 
     def family(self, path: str) -> str:
-        if path == V1_PREFIX or path.startswith(V1_PREFIX + "/"):
+        if is_v1_path({"path": path}):  # /api/v1 and the conventions' /api/plugin-core
             return "v1"
         if any(regex.match(path) for regex in self.trainer):
             return "trainer"
@@ -197,6 +199,7 @@ class CrossSiteGuard:
         if family == "v1":
             code = "FORBIDDEN" if status == 403 else UNSUPPORTED_MEDIA_TYPE
             body = {"success": False, "error": {"code": code, "message": why,
+                                                "type": error_type(code),
                                                 "details": {"field": field}}}
         elif family == "trainer":
             body = {"error": why}

@@ -38,6 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "unknown id"},
     413: {"model": ErrorBody, "description": "request body over the size limit"},
     422: {"model": ErrorBody, "description": "input validation failed"},
+    429: {"model": ErrorBody, "description": "rate limit exceeded (X-RateLimit-*, Retry-After)"},
 }
 QUEUE_FULL_RESPONSE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "the run queue is full; retry after Retry-After"},

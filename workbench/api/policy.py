@@ -219,8 +219,18 @@ def record_run_owner(service: Any, run_id: str, record: ApiKeyRecord | None, *, 
     service.record_event(ev.make_event(RUN_OWNER, run_id, key_id=record.key_id, via=via))
 
 
-def _run_id(value: str) -> str:
-    return "r_" + value.removeprefix("job_") if value.startswith("job_") else value
+_PUBLIC_RUN_PREFIXES = ("job_", "finetune_")  # Cortex ids naming the run r_<same hex>
+
+
+def run_id_of(value: str) -> str:
+    """``job_<hex>``, ``finetune_<hex>`` or ``r_<hex>`` -> ``r_<hex>``."""
+    for prefix in _PUBLIC_RUN_PREFIXES:
+        if value.startswith(prefix):
+            return "r_" + value.removeprefix(prefix)
+    return value
+
+
+_run_id = run_id_of
 
 
 async def _check_owner(request: Request, req: Requirement, record: ApiKeyRecord,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 from ..spec import Architecture, Hyperparams, Parameters
 
@@ -139,7 +139,8 @@ class ReturnSpec(BaseModel):
     labels: bool = True
 
 
-Inputs = list[list[float]]
+# StrictFloat: JSON numbers only (true/false are refused, not read as 1.0/0.0).
+Inputs = list[list[StrictFloat]]
 
 
 class InferRequest(BaseModel):

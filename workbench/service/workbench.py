@@ -51,6 +51,23 @@ RUN_QUEUED = "run.queued"  # logged only: the dispatch options, for re-dispatch 
 _RUN_CACHE_MAX = 4096
 
 
+def override_conflict(hp: Hyperparams) -> str | None:
+    """Why a training override, merged with the model's stored hyperparameters, cannot train
+    as asked (None if it can): early stopping (``early_stopping_patience``) with no validation
+    data to watch (``train_split`` 1.0), or a patience of at least the run's ``epochs`` (it
+    could never stop early)."""
+    patience = hp.early_stopping_patience
+    if patience is None:
+        return None
+    if hp.train_split >= 1.0:
+        return (f"early_stopping_patience ({patience}) needs validation data, but train_split "
+                "is 1.0 (nothing held out)")
+    if patience >= hp.epochs:
+        return (f"early_stopping_patience ({patience}) is not below epochs ({hp.epochs}): "
+                "early stopping could never stop the run")
+    return None
+
+
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Override one level deep (``{"optimizer": {"lr": 0.01}}`` keeps the optimizer type)."""
     merged = dict(base)
@@ -126,14 +143,14 @@ class Workbench:
         """The model's hyperparameters with ``override`` applied.
 
         An override that is invalid by itself raises ``ValidationError``; one that is valid but
-        contradicts the model's stored hyperparameters (e.g. ``epochs`` above the model's
-        ``max_epochs``) raises ``Conflict``.
+        contradicts the model's stored hyperparameters raises ``Conflict`` (409): ``epochs``
+        above the model's ``max_epochs``, and the cases of ``override_conflict``.
         """
         if not override:
             return Hyperparams.model_validate(model.hyperparams)
         Hyperparams.model_validate(override)
         try:
-            return Hyperparams.model_validate(_merge(model.hyperparams, override))
+            merged = Hyperparams.model_validate(_merge(model.hyperparams, override))
         except ValidationError as exc:
             from ..spec import error_messages
 
@@ -141,6 +158,10 @@ class Workbench:
                 "hyperparams: the override is inconsistent with the model's hyperparameters: "
                 + "; ".join(error_messages(exc))
             ) from None
+        if why := override_conflict(merged):
+            raise Conflict("hyperparams: the override is inconsistent with the model's "
+                           f"hyperparameters: {why}")
+        return merged
 
     def create_run(
         self, model_id: str, *, hyperparams: dict[str, Any] | None = None,

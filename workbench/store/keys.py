@@ -19,7 +19,8 @@ import duckdb
 
 from workbench.store.times import aware, aware_opt, to_db_opt, utcnow
 
-_COLUMNS = "key_id, name, hash, permissions, created_at, expires_at, revoked_at, last_used_at"
+_COLUMNS = ("key_id, name, hash, permissions, created_at, expires_at, revoked_at, last_used_at, "
+            "rate_tier, rate_limit")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ApiKeyRecord:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    rate_tier: str | None = None  # a tier of settings.rate_limits (None: its default tier)
+    rate_limit: int | None = None  # requests per minute for this key alone (overrides the tier)
 
     def usable(self, now: datetime | None = None) -> bool:
         """Not revoked and not expired."""
@@ -54,11 +57,13 @@ class KeysMixin:
             key_id=row[0], name=row[1], hash=row[2], permissions=row[3],
             created_at=aware(row[4]), expires_at=aware_opt(row[5]),
             revoked_at=aware_opt(row[6]), last_used_at=aware_opt(row[7]),
+            rate_tier=row[8], rate_limit=row[9],
         )
 
     def create_api_key(
         self, *, name: str, key_hash: str, permissions: str = "admin",
-        expires_at: datetime | None = None,
+        expires_at: datetime | None = None, rate_tier: str | None = None,
+        rate_limit: int | None = None,
     ) -> ApiKeyRecord:
         """Store a key's hash (ValueError if that hash is already stored)."""
         now = utcnow()
@@ -67,11 +72,12 @@ class KeysMixin:
             if con.execute("SELECT 1 FROM api_keys WHERE hash = ?", [key_hash]).fetchone():
                 raise ValueError("an API key with this hash already exists")
             con.execute(
-                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
-                [key_id, name, key_hash, permissions, now, to_db_opt(expires_at)],
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                [key_id, name, key_hash, permissions, now, to_db_opt(expires_at), rate_tier,
+                 rate_limit],
             )
         return ApiKeyRecord(key_id, name, key_hash, permissions, aware(now),
-                            aware_opt(to_db_opt(expires_at)), None, None)
+                            aware_opt(to_db_opt(expires_at)), None, None, rate_tier, rate_limit)
 
     def get_api_key(self, *, key_id: str | None = None, key_hash: str | None = None
                     ) -> ApiKeyRecord | None:
@@ -114,6 +120,15 @@ class KeysMixin:
         with self._tx() as con:
             row = con.execute("UPDATE api_keys SET revoked_at = NULL, expires_at = NULL "
                               "WHERE key_id = ? RETURNING key_id", [key_id]).fetchone()
+        return row is not None
+
+    def set_api_key_rate(self, *, key_id: str, rate_tier: str | None,
+                         rate_limit: int | None) -> bool:
+        """Set a key's rate-limit tier and per-key limit (None: the default); False if no such
+        key."""
+        with self._tx() as con:
+            row = con.execute("UPDATE api_keys SET rate_tier = ?, rate_limit = ? WHERE key_id = ? "
+                              "RETURNING key_id", [rate_tier, rate_limit, key_id]).fetchone()
         return row is not None
 
     def touch_api_key(self, *, key_id: str, when: datetime | None = None) -> None:

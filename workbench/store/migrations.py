@@ -228,6 +228,52 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    # Every statement is idempotent (IF NOT EXISTS): a development store that ran this step
+    # under another number (it was written beside 5 and 6) is unharmed.
+    Migration(
+        version=7,
+        description="api key rate-limit tiers; node owners; persisted /api/v1 deployments; "
+                    "webhooks",
+        statements=(
+            "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS rate_tier VARCHAR",
+            "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS rate_limit INTEGER",
+            "ALTER TABLE nodes ADD COLUMN IF NOT EXISTS owner_key_id VARCHAR",
+            """
+            CREATE TABLE IF NOT EXISTS deployments (
+                deployment_id VARCHAR PRIMARY KEY,
+                job_id        VARCHAR NOT NULL,
+                param_id      VARCHAR NOT NULL,
+                config        JSON NOT NULL,
+                created_at    TIMESTAMP NOT NULL,
+                deleted_at    TIMESTAMP
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS webhooks (
+                webhook_id VARCHAR PRIMARY KEY,
+                url        VARCHAR NOT NULL,
+                events     JSON NOT NULL,
+                key_id     VARCHAR,
+                created_at TIMESTAMP NOT NULL,
+                deleted_at TIMESTAMP
+            )
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS webhook_deliveries (
+                delivery_id  VARCHAR PRIMARY KEY,
+                webhook_id   VARCHAR NOT NULL,
+                event_type   VARCHAR NOT NULL,
+                payload      JSON NOT NULL,
+                status       VARCHAR NOT NULL,
+                attempts     INTEGER NOT NULL,
+                last_status  INTEGER,
+                last_error   VARCHAR,
+                created_at   TIMESTAMP NOT NULL,
+                delivered_at TIMESTAMP
+            )
+            """,
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0

@@ -106,3 +106,21 @@ def metric_points(store: Store, *, name: str, since: datetime | None = None,
         [name, _naive(since), int(limit)],
     )
     return [(r[0], int(r[1]), r[2], r[3].replace(tzinfo=timezone.utc)) for r in reversed(rows)]
+
+
+def run_owners(store: Store) -> dict[str, str]:
+    """``{run_id: key_id}``: the key that started each run (its first ``run.owner`` event)."""
+    rows = store._read("SELECT run_id, arg_min(json_extract_string(data, '$.key_id'), id) "
+                       "FROM events WHERE type = ? GROUP BY run_id", [OWNER_EVENT])
+    return {r[0]: r[1] for r in rows if r[1] is not None}
+
+
+def node_owner(store: Store, node_id: str) -> str | None:
+    """The key that registered a node (None for nodes registered before owners were kept)."""
+    rows = store._read("SELECT owner_key_id FROM nodes WHERE node_id = ?", [node_id])
+    return rows[0][0] if rows else None
+
+
+def set_node_owner(store: Store, node_id: str, key_id: str) -> None:
+    with store._tx() as con:
+        con.execute("UPDATE nodes SET owner_key_id = ? WHERE node_id = ?", [key_id, node_id])

@@ -4,7 +4,9 @@ for a non-finite number in a body, 415 for a body that is not ``application/json
 a cross-origin write (``workbench.api.csrf``).
 
     POST   /api/jobs                          create a job (model_config, dataset_config)
-    GET    /api/jobs                          {"jobs": [...]}
+    GET    /api/jobs                          {"jobs": [...]}: the active ones (created,
+                                              initialized, training); ?finished=true adds
+                                              completed and failed jobs
     GET    /api/jobs/<job_id>                 one job (status, device count, allocation)
     POST   /api/devices/register              {"ip", "port", "job_id"} -> device_id; 409 if taken
     DELETE /api/devices/<port>
@@ -23,6 +25,7 @@ key is judged by its key.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -30,6 +33,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...distributed.trainer import TrainerError, TrainerService
 from ...store import ApiKeyRecord
@@ -40,6 +45,7 @@ log = logging.getLogger(__name__)
 
 
 router = APIRouter(tags=["distributed trainer"])
+API_PREFIX = "/api"  # where workbench.api.app mounts this router
 
 
 def _needs(scope: str) -> list[Any]:
@@ -47,11 +53,39 @@ def _needs(scope: str) -> list[Any]:
 
 
 def install(app: Any) -> None:
-    """The ``{"error"}`` shape for this family's 401/403 (``policy.TrainerRefused``)."""
+    """The ``{"error"}`` shape for this family's 401/403 (``policy.TrainerRefused``) and for
+    FastAPI's own answers on its paths (405 wrong method, 404)."""
 
     @app.exception_handler(TrainerRefused)
     async def _refused(request: Request, exc: TrainerRefused) -> Response:
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    previous = app.exception_handlers.get(StarletteHTTPException)
+    paths = [route for route in router.routes if isinstance(route, APIRoute)]
+
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_trainer_path(request.url.path, paths):
+            message = str(exc.detail)
+            if exc.status_code == 405:
+                message = f"method {request.method} is not allowed on {request.url.path}"
+            return JSONResponse({"error": message}, status_code=exc.status_code,
+                                headers=exc.headers)
+        assert previous is not None
+        result = previous(request, exc)
+        return await result if inspect.isawaitable(result) else result
+
+    app.add_exception_handler(StarletteHTTPException, _http)
+
+
+def is_trainer_path(path: str, routes: Any = None) -> bool:
+    """Whether ``path`` is one of this API's routes (any method), e.g. ``/api/jobs/1``."""
+    from starlette.routing import Match
+
+    scope = {"type": "http", "path": path.removeprefix(API_PREFIX) or "/", "method": "GET"}
+    for route in routes if routes is not None else router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            return path.startswith(API_PREFIX + "/")
+    return False
 
 
 def _trainer(request: Request) -> TrainerService:
@@ -154,11 +188,17 @@ async def create_job(request: Request) -> Response:
     return JSONResponse({"message": "Job created successfully", "job_id": job.job_id})
 
 
+ACTIVE_STATES = frozenset({"created", "initialized", "training"})
+
+
 @router.get("/jobs", dependencies=_needs("read"))
 @_guard
-async def list_jobs(request: Request) -> Response:
-    """Every job, oldest first."""
-    return JSONResponse({"jobs": [job_view(j) for j in _trainer(request).jobs.list_jobs()]})
+async def list_jobs(request: Request, finished: bool = False) -> Response:
+    """The active jobs (created, initialized, training), oldest first, as the document says
+    ("Retrieves all active jobs"); ``?finished=true`` lists completed and failed ones too."""
+    jobs = _trainer(request).jobs.list_jobs()
+    return JSONResponse({"jobs": [job_view(j) for j in jobs
+                                  if finished or j.status in ACTIVE_STATES]})
 
 
 @router.get("/jobs/{job_id}", dependencies=_needs("read"))

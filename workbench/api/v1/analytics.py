@@ -15,10 +15,13 @@ from fastapi.responses import Response
 
 from ... import __version__
 from ... import events as ev
-from ...store.usage import metric_points, run_counts, usage_by_key
+from ...executors.registry import install
+from ...store.usage import metric_points, run_counts, run_owners, usage_by_key
 from ..deps import ServiceDep
 from .conventions import API_VERSION, READ_ERRORS, ok
 from .security import ReadKey, granted
+from .tasks import all_runs
+from .views import compute_hours, task_cost
 
 router = APIRouter(tags=["analytics"])
 
@@ -43,14 +46,26 @@ def _summary(values: list[float | None]) -> dict[str, Any]:
             "max": max(finite), "last": finite[-1]}
 
 
+def _availability(service: Any) -> float:
+    """``network_uptime``: the share (percent) of compute targets that can take a run now --
+    this machine's targets always, a node while it is online or busy."""
+    providers = install(service).describe()
+    up = [p for p in providers if p["status"] in ("online", "busy")]
+    return round(100.0 * len(up) / len(providers), 1) if providers else 0.0
+
+
 @router.get("/analytics/stats", responses=READ_ERRORS)
 def stats(request: Request, service: ServiceDep, _: ReadKey) -> Response:
-    """Tasks by status, tasks today, compute hours, nodes (compute targets), deployments."""
+    """Tasks by status, tasks today, compute hours, nodes (compute targets), deployments.
+    ``average_response_time`` is the mean inference latency of this server's deployments in
+    seconds (``average_response_time_ms`` the same in ms); ``network_uptime`` the percentage of
+    compute targets available now."""
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     counts = run_counts(service.store, since=midnight)
     running_targets = {r.target for r in service.list_runs(state="running", limit=500)[0]}
     deployments = list(getattr(request.app.state, "v1_deployments", {}).values())
     latencies = [lat for d in deployments for lat in d.batcher.stats.latencies_ms]
+    mean_ms = sum(latencies) / len(latencies) if latencies else None
     return ok({
         "total_nodes": len(service.targets),
         "active_nodes": len(running_targets),
@@ -60,7 +75,9 @@ def stats(request: Request, service: ServiceDep, _: ReadKey) -> Response:
         "average_task_duration_s": counts["mean_duration_s"],
         "total_compute_hours": counts["compute_seconds"] / 3600.0,
         "deployments": len(deployments),
-        "average_response_time_ms": sum(latencies) / len(latencies) if latencies else None,
+        "average_response_time": None if mean_ms is None else mean_ms / 1000.0,
+        "average_response_time_ms": mean_ms,
+        "network_uptime": _availability(service),
     })
 
 
@@ -87,11 +104,35 @@ def performance(
     return ok({"timeframe": timeframe, "metrics": summaries}, meta={"since": since.isoformat()})
 
 
+def _duration_text(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m"
+
+
+def _current_month(service: Any, key: Any, admin: bool) -> dict[str, Any]:
+    """The neurogrid ``current_month`` of this key's runs (every key's for an admin), from
+    the compute accounting of ``views``: cost = compute hours x the configured price."""
+    start = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0,
+                                               microsecond=0)
+    owners = run_owners(service.store)
+    runs = [r for r in all_runs(service) if r.created_at >= start
+            and (admin or owners.get(r.run_id) == key.key_id)]
+    seconds = sum(compute_hours(r) for r in runs) * 3600.0
+    return {"tasks_completed": sum(1 for r in runs if r.state == "succeeded"),
+            "total_cost": round(sum(task_cost(r) for r in runs), 6),
+            "compute_time": _duration_text(seconds), "compute_seconds": round(seconds, 3),
+            # An MLP workbench generates no tokens; kept for the document's shape.
+            "tokens_generated": 0, "since": start.isoformat()}
+
+
 @router.get("/analytics/usage", responses=READ_ERRORS)
 def usage(service: ServiceDep, key: ReadKey,
           timeframe: Annotated[Timeframe, Query(description="1h, 24h, 7d or 30d")] = "30d",
           ) -> Response:
-    """Tasks, compute seconds, samples and TFLOP per API key."""
+    """Your usage as the neurogrid document shows it (``current_month``, ``limits``: this
+    workbench sets no monthly task or budget limit, so both are null), plus tasks, compute
+    seconds, samples and TFLOP per API key over ``timeframe`` (``keys``)."""
     admin = "admin" in granted(key.permissions)
     names = {k.key_id: k.name for k in service.store.list_api_keys()} if admin else {}
     rows = []
@@ -103,7 +144,9 @@ def usage(service: ServiceDep, key: ReadKey,
                      "tasks": u.tasks, "tasks_completed": u.completed,
                      "compute_seconds": u.compute_seconds, "samples": u.samples,
                      "tflop": u.tflop})
-    return ok({"timeframe": timeframe, "keys": rows},
+    return ok({"current_month": _current_month(service, key, admin),
+               "limits": {"monthly_tasks": None, "monthly_budget": None},
+               "timeframe": timeframe, "keys": rows},
               meta={"scope": "all keys" if admin else "this key"})
 
 

@@ -1,7 +1,11 @@
 """The Cortex conventions of the native API: envelopes and error codes, on every ``/api/v1`` route.
 
 Success: ``{"success": true, "data": ..., "meta": {...}}``.
-Error:   ``{"success": false, "error": {"code", "message", "details": {"field": ...}}}``.
+Error:   ``{"success": false, "error": {"code", "message", "type", "details": {"field": ...}}}``.
+
+``code`` is the Cortex conventions' vocabulary; ``type`` (the neurogrid document's field) names
+the kind of error; ``ERROR_CODES`` maps every code to its type, its status and the neurogrid
+document's code for the same case (``INVALID_REQUEST`` is our ``VALIDATION_ERROR``, ...).
 
 Exception handlers in Starlette are app-wide, so ``install`` wraps the handlers already
 registered (the MNIST MLP API's own shapes, see ``workbench.api.errors``) with a dispatcher: a
@@ -28,6 +32,7 @@ from ...service.errors import Conflict, InvalidInput, NotFound, QueueFull, Submi
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
+PLUGIN_CORE_PREFIX = "/api/plugin-core"  # the conventions' namespaces: same envelope and codes
 API_VERSION = "v1"
 
 AUTH_INVALID = "AUTH_INVALID"
@@ -39,6 +44,28 @@ CONFLICT = "CONFLICT"  # the request contradicts the resource's state (results o
 METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # the run queue is full: retry after Retry-After
 INTERNAL_ERROR = "INTERNAL_ERROR"
+
+NODE_UNAVAILABLE = "NODE_UNAVAILABLE"  # a node or worker did not answer (502)
+
+# code -> (error type, usual HTTP status, the neurogrid document's code for the same case)
+ERROR_CODES: dict[str, tuple[str, int, str]] = {
+    VALIDATION_ERROR: ("ValidationError", 422, "INVALID_REQUEST"),
+    AUTH_INVALID: ("AuthenticationError", 401, "UNAUTHORIZED"),
+    FORBIDDEN: ("PermissionError", 403, "FORBIDDEN"),
+    RESOURCE_NOT_FOUND: ("NotFoundError", 404, "NOT_FOUND"),
+    METHOD_NOT_ALLOWED: ("InvalidRequestError", 405, "INVALID_REQUEST"),
+    CONFLICT: ("ConflictError", 409, "MODEL_UNAVAILABLE"),
+    RATE_LIMIT_EXCEEDED: ("RateLimitError", 429, "RATE_LIMITED"),
+    NODE_UNAVAILABLE: ("NodeUnavailableError", 502, "NODE_UNAVAILABLE"),
+    SERVICE_UNAVAILABLE: ("ServiceUnavailableError", 503, "NODE_UNAVAILABLE"),
+    INTERNAL_ERROR: ("InternalError", 500, "INTERNAL_ERROR"),
+    "UNSUPPORTED_MEDIA_TYPE": ("InvalidRequestError", 415, "INVALID_REQUEST"),
+}
+
+
+def error_type(code: str) -> str:
+    return ERROR_CODES.get(code, ("HttpError",))[0]
+
 
 _STATUS_CODES = {
     401: AUTH_INVALID, 403: FORBIDDEN, 404: RESOURCE_NOT_FOUND, 405: METHOD_NOT_ALLOWED,
@@ -52,7 +79,7 @@ def is_v1_path(scope: Mapping[str, Any]) -> bool:
     root = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):]
-    return path == PREFIX or path.startswith(PREFIX + "/")
+    return any(path == p or path.startswith(p + "/") for p in (PREFIX, PLUGIN_CORE_PREFIX))
 
 
 # ---- envelopes --------------------------------------------------------------------------------
@@ -69,6 +96,7 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="AUTH_INVALID, FORBIDDEN, RATE_LIMIT_EXCEEDED, "
                       "RESOURCE_NOT_FOUND, VALIDATION_ERROR, CONFLICT, ...")
     message: str
+    type: str = Field(description="ValidationError, AuthenticationError, NotFoundError, ...")
     details: dict[str, Any] = Field(default_factory=dict,
                                     description="'field' names the offending input")
 
@@ -102,7 +130,8 @@ def ok(data: Any, *, meta: Mapping[str, Any] | None = None, status_code: int = 2
 
 def error_body(code: str, message: str, details: Mapping[str, Any] | None = None) -> bytes:
     return orjson.dumps({"success": False, "error": {
-        "code": code, "message": message, "details": dict(details or {})}})
+        "code": code, "message": message, "type": error_type(code),
+        "details": dict(details or {})}})
 
 
 def fail(status: int, code: str, message: str, details: Mapping[str, Any] | None = None,

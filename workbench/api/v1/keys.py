@@ -1,4 +1,5 @@
-"""``/api/v1/auth/keys``: create (the key is shown once), list (no secrets), revoke. Admin only.
+"""``/api/v1/auth/keys``: create (the key is shown once), list (no secrets), set a key's
+rate-limit tier (``PATCH``), revoke. Admin only.
 
 The store keeps only a keyed hash of each key (``workbench.auth`` / ``workbench.store.keys``).
 The last usable admin key cannot be revoked (409 CONFLICT): nobody could manage keys after.
@@ -14,6 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...auth import KeyRing, LastAdminKey
+from ...config import get_settings
 from ...store import ApiKeyRecord
 from .conventions import (
     CONFLICT,
@@ -42,6 +44,18 @@ class KeyCreate(BaseModel):
                                         "future")
     expires_in_seconds: int | None = Field(default=None, ge=1, le=10 * 365 * 86400,
                                            description="alternative to expires_at")
+    rate_limit_tier: str | None = Field(default=None, max_length=50, description=
+                                        "free (the default: 60 requests/minute), pro, "
+                                        "enterprise, owner, or a tier of "
+                                        "WORKBENCH_RATE_LIMIT_TIERS")
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000, strict=True,
+                                              description="this key's own limit (a custom "
+                                              "plan); overrides the tier")
+
+    @field_validator("rate_limit_tier")
+    @classmethod
+    def _tier(cls, value: str | None) -> str | None:
+        return _known_tier(value)
 
     @field_validator("permissions")
     @classmethod
@@ -64,6 +78,27 @@ class KeyCreate(BaseModel):
             raise ValueError("out of range: must be at most 9999-12-31T23:59:59Z") from None
 
 
+def _known_tier(value: str | None) -> str | None:
+    tiers = get_settings().rate_limits.tiers
+    if value is not None and value not in tiers:
+        raise ValueError(f"unknown tier {value!r}; tiers: {', '.join(tiers)}")
+    return value
+
+
+class KeyRate(BaseModel):
+    """``PATCH /auth/keys/{id}``: a key's rate-limit tier and own limit (null: the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit_tier: str | None = Field(default=None, max_length=50)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10_000_000, strict=True)
+
+    @field_validator("rate_limit_tier")
+    @classmethod
+    def _tier(cls, value: str | None) -> str | None:
+        return _known_tier(value)
+
+
 class KeyPublic(BaseModel):
     key_id: str
     name: str
@@ -73,6 +108,8 @@ class KeyPublic(BaseModel):
     revoked_at: str | None = None
     last_used_at: str | None = None
     status: str = Field(description="active, expired or revoked")
+    rate_limit_tier: str = Field(description="the key's tier (the default tier if none set)")
+    rate_limit_per_minute: int = Field(description="requests per minute this key may make")
 
 
 class KeyCreated(KeyPublic):
@@ -85,6 +122,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def key_view(record: ApiKeyRecord) -> dict[str, Any]:
     now = datetime.now(timezone.utc)
+    limits = get_settings().rate_limits
     status = ("revoked" if record.revoked_at is not None else
               "expired" if record.expires_at is not None and record.expires_at <= now else
               "active")
@@ -94,6 +132,9 @@ def key_view(record: ApiKeyRecord) -> dict[str, Any]:
         "created_at": _iso(record.created_at), "expires_at": _iso(record.expires_at),
         "revoked_at": _iso(record.revoked_at), "last_used_at": _iso(record.last_used_at),
         "status": status,
+        "rate_limit_tier": record.rate_tier or limits.default_tier,
+        "rate_limit_per_minute": record.rate_limit if record.rate_limit is not None
+        else limits.per_minute(record.rate_tier),
     }
 
 
@@ -121,8 +162,9 @@ def create_key(body: KeyCreate, request: Request, _: AdminKey) -> Response:
             expires = expires.replace(tzinfo=timezone.utc)
         if expires <= datetime.now(timezone.utc):
             raise validation_error("expires_at", "must be in the future")
-    key, record = _keyring(request).create(name=body.name, permissions=",".join(body.permissions),
-                                           expires_at=expires)
+    key, record = _keyring(request).create(
+        name=body.name, permissions=",".join(body.permissions), expires_at=expires,
+        rate_tier=body.rate_limit_tier, rate_limit=body.rate_limit_per_minute)
     return ok({**key_view(record), "key": key}, status_code=201)
 
 
@@ -141,6 +183,19 @@ def get_key(key_id: str, request: Request, _: AdminKey) -> Response:
     record = _keyring(request).store.get_api_key(key_id=key_id)
     if record is None:
         raise not_found("API key", key_id, "key_id")
+    return ok(key_view(record))
+
+
+@router.patch("/{key_id}", response_model=Envelope[KeyPublic], responses=ID_ERRORS)
+def set_key_rate(key_id: str, body: KeyRate, request: Request, _: AdminKey) -> Response:
+    """Change a key's rate-limit tier and own limit (the next request counts against it)."""
+    keyring = _keyring(request)
+    if not keyring.store.set_api_key_rate(key_id=key_id, rate_tier=body.rate_limit_tier,
+                                          rate_limit=body.rate_limit_per_minute):
+        raise not_found("API key", key_id, "key_id")
+    keyring.reload()
+    record = keyring.store.get_api_key(key_id=key_id)
+    assert record is not None
     return ok(key_view(record))
 
 

@@ -1,10 +1,16 @@
-"""Cortex model management: deploy a trained job for inference, fine-tune it.
+"""Models (neurogrid's list) and Cortex model management: deploy a trained job, fine-tune it.
+
+- ``GET /api/v1/models`` lists the stored models in the neurogrid document's shape
+  (``data.models[]`` with ``type``, ``category``, ``parameters``, ``pricing``), filtered by
+  ``type`` (every workbench model reads images: ``image``) and ``category``
+  (``classification``); conventions' paging, sort and fields apply.
 
 - ``POST /api/v1/models/{job_id}/deploy`` makes a deployment in this server honouring
   ``serving_config`` (micro-batching, concurrency cap: see ``batching.py``); its
   ``endpoints.inference`` (``POST /api/v1/deployments/{id}/predict``) answers like
-  ``/api/infer`` and ``endpoints.metrics`` reports request counts and latencies. Deployments live
-  in this process (they are gone after a restart; deploy again).
+  ``/api/infer`` and ``endpoints.metrics`` reports request counts and latencies. Deploy answers
+  ``status: "deploying"`` and loads the weights on a thread (then ``ready``); deployments are
+  kept in the store and loaded again when the server restarts.
 - ``POST /api/v1/models/{job_id}/finetune`` queues a new job of the same model starting from
   the trained weights, with ``freeze_layers`` (``layer1``.. over the linear layers) fixed and the
   data from ``dataset_url`` (file:// or http(s):// IDX or .npz, see ``workbench.data.urls``).
@@ -12,12 +18,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
-import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,10 +33,12 @@ from ...model import linear_layer_names
 from ...service import QueueFull, SubmitError, Workbench
 from ...service.inference import check_inputs, forward
 from ...spec import validate_architecture
+from ...store.deployments import DeploymentRecord, Deployments
 from ..deps import ServiceDep
 from ..schemas import MAX_BATCH, Inputs, ReturnSpec
 from .batching import MicroBatcher, Overloaded
 from .conventions import (
+    CONFLICT,
     ID_ERRORS,
     RATE_LIMIT_EXCEEDED,
     ApiError,
@@ -40,11 +50,12 @@ from .conventions import (
     validation_error,
 )
 from .jobs import JOB_STATUS, trained_run
-from .query import ListQueryDep, ListSpec, paginate
+from .query import ListQueryDep, ListSpec, equals, paginate
 from .security import ReadKey, TrainKey
-from .views import base_url, iso, job_id, record_owner
+from .views import base_url, finetune_id, iso, job_id, record_owner
 
 router = APIRouter(tags=["models"])
+log = logging.getLogger(__name__)
 
 
 # ---- bodies ------------------------------------------------------------------------------------
@@ -91,6 +102,7 @@ class DeploymentPublic(BaseModel):
     deployment_config: DeploymentConfig
     serving_config: ServingConfig
     created_at: str
+    error: str | None = None  # why a failed deployment could not load its weights
 
 
 class PredictRequest(BaseModel):
@@ -138,39 +150,163 @@ class FinetuneAccepted(BaseModel):
     task_id: str
 
 
+# ---- the model list (neurogrid) -----------------------------------------------------------------
+MODEL_TYPES = ("text", "image", "audio")  # the document's types; MNIST-class MLPs are "image"
+
+
+def _size(params: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if params >= scale:
+            return f"{params / scale:.3g}{unit}"
+    return str(params)
+
+
+def model_view(model: Any) -> dict[str, Any]:
+    """A stored model as the neurogrid list shows one; pricing is the compute price per hour
+    (``WORKBENCH_COMPUTE_PRICE_PER_HOUR``) that task costs are computed from."""
+    from ...config import get_settings
+    from ...model import model_cost
+
+    arch = validate_architecture(model.architecture, allow_dropout=True)
+    cost = model_cost(arch)
+    widths = [arch.input_size] + [layer.out for layer in arch.layers if layer.type == "linear"]
+    return {
+        "id": model.model_id, "name": model.name or model.model_id, "type": "image",
+        "category": "classification",
+        "description": f"MLP classifier {'-'.join(map(str, widths))} "
+                       f"({cost.params:,} parameters)",
+        "parameters": {"size": _size(cost.params), "count": cost.params,
+                       "input_size": arch.input_size, "classes": widths[-1],
+                       "forward_flops_per_sample": cost.forward_flops},
+        "pricing": {"per_compute_hour": get_settings().compute_price_per_hour,
+                    "currency": "USD"},
+        "created_at": iso(model.created_at),
+    }
+
+
+MODEL_SPEC = ListSpec(
+    fields=("id", "name", "type", "category", "description", "parameters", "pricing",
+            "created_at"),
+    sortable=("created_at", "name", "id"),
+    filters={"type": equals("type", allowed=MODEL_TYPES), "category": equals("category")},
+)
+
+
+class ModelList(BaseModel):
+    models: list[dict[str, Any]]
+
+
+@router.get("/models", response_model=Envelope[ModelList], responses=ID_ERRORS)
+def list_models(service: ServiceDep, query: ListQueryDep, _: ReadKey,
+                type: Annotated[Literal["text", "image", "audio"] | None,
+                                Query(description="text, image or audio")] = None,
+                category: Annotated[str | None, Query(max_length=100, description=
+                                                      "classification, ...")] = None) -> Response:
+    """Stored models, newest first: ``data.models[]``; ``type`` and ``category`` filter."""
+    views = [model_view(m) for m in service.list_models(limit=100_000)]
+    page, meta = paginate(views, query, MODEL_SPEC)
+    return ok({"models": page}, meta=meta)
+
+
 # ---- deployments -------------------------------------------------------------------------------
+_LOAD_WAIT_S = 60.0  # a predict that arrives while its deployment loads waits this long
+
+
 class Deployment:
-    def __init__(self, service: Workbench, run_job_id: str, param_id: str, body: DeployRequest,
-                 base: str):
-        self.deployment_id = "deploy_" + uuid.uuid4().hex
-        self.job_id = run_job_id
-        self.param_id = param_id
-        self.body = body
-        self.created_at = time.time()
-        self.loaded = service.loaded_model(param_id)  # load now: a bad model fails the deploy
-        serving = body.serving_config
+    """One served job. Its record is in the store (``workbench.store.deployments``); loading
+    the weights happens on a thread: ``status`` is ``deploying`` until they are in memory, then
+    ``ready`` (or ``failed``, with ``error``)."""
+
+    def __init__(self, service: Workbench, record: DeploymentRecord):
+        self.service = service
+        self.record = record
+        self.deployment_id = record.deployment_id
+        self.job_id = record.job_id
+        self.param_id = record.param_id
+        self.body = DeployRequest.model_validate(record.config)
+        self.loaded: Any = None
+        self.error: str | None = None
+        self.done = threading.Event()
+        serving = self.body.serving_config
         self.batcher = MicroBatcher(self._forward, batch_size=serving.batch_size,
                                     timeout_ms=serving.timeout_ms,
                                     max_concurrent=serving.max_concurrent_requests)
-        root = f"{base}/api/v1/deployments/{self.deployment_id}"
-        self.endpoints = {"inference": f"{root}/predict", "metrics": f"{root}/metrics"}
+
+    def start(self) -> Deployment:
+        threading.Thread(target=self._load, name=f"load-{self.deployment_id}",
+                         daemon=True).start()
+        return self
+
+    def _load(self) -> None:
+        try:
+            self.loaded = self.service.loaded_model(self.param_id)
+        except Exception as exc:  # the weights are gone or unreadable: say so on GET
+            log.warning("deployment %s could not load %s: %s", self.deployment_id,
+                        self.param_id, exc)
+            self.error = f"could not load the weights {self.param_id}: {type(exc).__name__}"
+        finally:
+            self.done.set()
+
+    @property
+    def status(self) -> str:
+        if not self.done.is_set():
+            return "deploying"
+        return "failed" if self.loaded is None else "ready"
 
     def _forward(self, x: np.ndarray) -> dict[str, list]:
         return forward(self.loaded, x, logits=True, probabilities=True, labels=True)["outputs"]
 
-    def view(self) -> dict[str, Any]:
-        from datetime import datetime, timezone
+    def endpoints(self, base: str) -> dict[str, str]:
+        root = f"{base}/api/v1/deployments/{self.deployment_id}"
+        return {"inference": f"{root}/predict", "metrics": f"{root}/metrics"}
 
-        return {
-            "deployment_id": self.deployment_id, "status": "ready", "job_id": self.job_id,
-            "param_id": self.param_id, "endpoints": self.endpoints,
+    def view(self, base: str) -> dict[str, Any]:
+        view = {
+            "deployment_id": self.deployment_id, "status": self.status, "job_id": self.job_id,
+            "param_id": self.param_id, "endpoints": self.endpoints(base),
             "deployment_config": self.body.deployment_config.model_dump(),
             "serving_config": self.body.serving_config.model_dump(),
-            "created_at": iso(datetime.fromtimestamp(self.created_at, timezone.utc)),
+            "created_at": iso(self.record.created_at),
         }
+        if self.error:
+            view["error"] = self.error
+        return view
 
 
-def _deployments(request: Request) -> dict[str, Deployment]:
+class DeploymentRegistry:
+    """The deployments of this server: persisted, and loaded again after a restart."""
+
+    def __init__(self, service: Workbench):
+        self.service = service
+        self.store = Deployments(service.store)
+        self._lock = threading.Lock()
+        self._live: dict[str, Deployment] = {
+            r.deployment_id: Deployment(service, r).start() for r in self.store.active()}
+
+    def create(self, *, job_id: str, param_id: str, body: DeployRequest) -> Deployment:
+        record = self.store.create(job_id=job_id, param_id=param_id,
+                                   config=body.model_dump(mode="json"))
+        deployment = Deployment(self.service, record)
+        with self._lock:
+            self._live[record.deployment_id] = deployment
+        return deployment.start()
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        with self._lock:
+            return self._live.get(deployment_id)
+
+    def values(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._live.values())
+
+    def delete(self, deployment_id: str) -> Deployment | None:
+        with self._lock:
+            deployment = self._live.pop(deployment_id, None)
+        self.store.delete(deployment_id=deployment_id)
+        return deployment
+
+
+def _deployments(request: Request) -> DeploymentRegistry:
     return request.app.state.v1_deployments
 
 
@@ -185,7 +321,9 @@ def _deployment(request: Request, deployment_id: str) -> Deployment:
              responses=ID_ERRORS)
 def deploy(job_id: str, body: DeployRequest, request: Request, service: ServiceDep,
            _: TrainKey) -> Response:
-    """Serve a completed job's weights with micro-batching and a concurrency cap."""
+    """Serve a completed job's weights with micro-batching and a concurrency cap. Answers
+    ``status: "deploying"``; ``GET /deployments/{id}`` says ``ready`` once the weights are
+    loaded (a predict meanwhile waits for them). Deployments survive a restart."""
     if body.deployment_config.gpu_required:
         import torch
 
@@ -193,10 +331,9 @@ def deploy(job_id: str, body: DeployRequest, request: Request, service: ServiceD
             raise validation_error("deployment_config.gpu_required",
                                    "this server has no GPU; deploy with gpu_required false")
     run, record = trained_run(service, job_id)
-    deployment = Deployment(service, job_id_of(run.run_id), record.param_id, body,
-                            base_url(request))
-    _deployments(request)[deployment.deployment_id] = deployment
-    return ok(deployment.view(), status_code=201)
+    deployment = _deployments(request).create(job_id=job_id_of(run.run_id),
+                                              param_id=record.param_id, body=body)
+    return ok({**deployment.view(base_url(request)), "status": "deploying"}, status_code=201)
 
 
 job_id_of = job_id  # route parameters named job_id shadow the helper inside handlers
@@ -212,7 +349,8 @@ DEPLOYMENT_SPEC = ListSpec(
 def list_deployments(request: Request, query: ListQueryDep, _: ReadKey,
                      job_id: str | None = None) -> Response:
     """Deployments in this server."""
-    page, meta = paginate([d.view() for d in _deployments(request).values()], query,
+    base = base_url(request)
+    page, meta = paginate([d.view(base) for d in _deployments(request).values()], query,
                           DEPLOYMENT_SPEC)
     return ok(page, meta=meta)
 
@@ -221,7 +359,7 @@ def list_deployments(request: Request, query: ListQueryDep, _: ReadKey,
             responses=ID_ERRORS)
 def get_deployment(deployment_id: str, request: Request, _: ReadKey) -> Response:
     """One deployment."""
-    return ok(_deployment(request, deployment_id).view())
+    return ok(_deployment(request, deployment_id).view(base_url(request)))
 
 
 @router.delete("/deployments/{deployment_id}", response_model=Envelope[DeploymentPublic],
@@ -229,9 +367,9 @@ def get_deployment(deployment_id: str, request: Request, _: ReadKey) -> Response
 async def delete_deployment(deployment_id: str, request: Request, _: TrainKey) -> Response:
     """Stop serving a deployment."""
     deployment = _deployment(request, deployment_id)
-    _deployments(request).pop(deployment_id, None)
+    _deployments(request).delete(deployment_id)
     await deployment.batcher.close()
-    return ok({**deployment.view(), "status": "deleted"})
+    return ok({**deployment.view(base_url(request)), "status": "deleted"})
 
 
 @router.post("/deployments/{deployment_id}/predict", responses=ID_ERRORS)
@@ -239,6 +377,12 @@ async def predict(deployment_id: str, body: PredictRequest, request: Request,
                   _: ReadKey) -> Response:
     """Predictions, as ``/api/infer`` gives them; 429 past ``max_concurrent_requests``."""
     deployment = _deployment(request, deployment_id)
+    if not deployment.done.is_set():
+        await asyncio.to_thread(deployment.done.wait, _LOAD_WAIT_S)
+    if deployment.loaded is None:
+        raise ApiError(409, CONFLICT, f"deployment {deployment_id} is {deployment.status}"
+                       + (f": {deployment.error}" if deployment.error else ""),
+                       field="deployment_id", details={"status": deployment.status})
     x = check_inputs(body.inputs, deployment.loaded.architecture.input_size)
     started = time.perf_counter()
     try:
@@ -314,6 +458,6 @@ def finetune(job_id: str, body: FinetuneRequest, service: ServiceDep, key: Train
     except QueueFull as exc:
         raise queue_full(exc) from None
     record_owner(service, new.run_id, key.key_id, "models.finetune")
-    return ok({"finetune_job_id": job_id_of(new.run_id), "status": JOB_STATUS[new.state],
+    return ok({"finetune_job_id": finetune_id(new.run_id), "status": JOB_STATUS[new.state],
                "original_job_id": job_id_of(run.run_id), "task_id": new.run_id},
               status_code=202)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from ...executors.registry import install
 from ...nodes import (
@@ -25,11 +26,13 @@ from ...nodes import (
     UnknownNode,
     node_public,
 )
-from ...store import NODE_STATUSES, NodeRecord
+from ...store import NODE_STATUSES, NodeRecord, RunRecord
+from ...store.usage import node_owner, set_node_owner
 from ..deps import ServiceDep
 from .conventions import (
     CONFLICT,
     ID_ERRORS,
+    NODE_UNAVAILABLE,
     READ_ERRORS,
     ApiError,
     Envelope,
@@ -38,16 +41,16 @@ from .conventions import (
     ok,
     validation_error,
 )
-from .query import ListQuery, ListQueryDep, ListSpec, equals, paginate
+from .query import ListQuery, ListSpec, equals, list_query_dependency, paginate
 from .security import AdminKey, ReadKey
+from .tasks import all_runs
+from .views import earnings
 
 router = APIRouter(prefix="/nodes", tags=["nodes"])
 log = logging.getLogger(__name__)
 
-NODE_UNAVAILABLE = "NODE_UNAVAILABLE"
-
 LIST_SPEC = ListSpec(
-    fields=tuple(NodePublic.model_fields),
+    fields=(*NodePublic.model_fields, "owner", "earnings"),
     sortable=("registered_at", "name", "status", "region", "performance_score",
               "current_load", "last_seen", "id"),
     filters={
@@ -72,9 +75,15 @@ def _nodes(service: Any) -> NodeRegistry:
     return nodes
 
 
-def _view(nodes: NodeRegistry, node: NodeRecord) -> dict[str, Any]:
-    return node_public(node, tasks_completed=nodes.tasks_completed(node.node_id)).model_dump(
+def _view(service: Any, nodes: NodeRegistry, node: NodeRecord,
+          runs: list[RunRecord] | None = None) -> dict[str, Any]:
+    """The node as ``NodePublic`` plus the neurogrid detail's ``owner`` (the key that
+    registered it) and ``earnings`` (``views.earnings``: the cost of the tasks it ran)."""
+    view = node_public(node, tasks_completed=nodes.tasks_completed(node.node_id)).model_dump(
         mode="json")
+    runs = list(all_runs(service)) if runs is None else runs
+    return {**view, "owner": node_owner(nodes.store, node.node_id),
+            "earnings": earnings(runs, node.node_id)}
 
 
 def _get(nodes: NodeRegistry, node_id: str) -> NodeRecord:
@@ -86,7 +95,7 @@ def _get(nodes: NodeRegistry, node_id: str) -> NodeRecord:
 
 @router.post("", response_model=Envelope[NodePublic], status_code=201,
              responses=_REGISTER_ERRORS)
-def register_node(body: NodeCreate, service: ServiceDep, _: AdminKey) -> Response:
+def register_node(body: NodeCreate, service: ServiceDep, key: AdminKey) -> Response:
     """Register a Jupyter Server: checks the token and probes GPU, CPUs, torch and a measured
     matmul TFLOPS score on the node itself (takes a few seconds)."""
     nodes = _nodes(service)
@@ -107,40 +116,52 @@ def register_node(body: NodeCreate, service: ServiceDep, _: AdminKey) -> Respons
             raise ApiError(409, CONFLICT, message, field="url") from None
         field = "token" if message.startswith("token") else "url"
         raise validation_error(field, message) from None
-    return ok(_view(nodes, node), status_code=201)
+    set_node_owner(service.store, node.node_id, key.key_id)
+    return ok(_view(service, nodes, node), status_code=201)
 
 
-@router.get("", response_model=Envelope[list[NodePublic]], responses=READ_ERRORS)
+class NodeList(BaseModel):
+    nodes: list[NodePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+NodeListQuery = Annotated[ListQuery, Depends(list_query_dependency(50))]
+
+
+@router.get("", response_model=Envelope[NodeList], responses=READ_ERRORS)
 def list_nodes(
-    service: ServiceDep, query: ListQueryDep, _: ReadKey,
+    service: ServiceDep, query: NodeListQuery, _: ReadKey,
     status: Annotated[str | None, Query(description="online, busy or offline "
                                         "(comma-separated)")] = None,
     region: Annotated[str | None, Query(max_length=100)] = None,
     offset: Annotated[int | None, Query(ge=0, le=1_000_000, description="skip this many "
                                         "(instead of page)")] = None,
 ) -> Response:
-    """Registered nodes, oldest registration first by default."""
+    """Registered nodes, oldest registration first by default, as the neurogrid document shows
+    them: ``data {nodes, total, limit (default 50), offset}`` (also ``meta.pagination``)."""
     nodes = _nodes(service)
-    views = [_view(nodes, n) for n in nodes.store.list_nodes(limit=100_000)]
-    if offset is None:
-        page, meta = paginate(views, query, LIST_SPEC)
-        return ok(page, meta=meta)
-    if query.page != 1:
+    runs = list(all_runs(service))
+    views = [_view(service, nodes, n, runs) for n in nodes.store.list_nodes(limit=100_000)]
+    if offset is not None and query.page != 1:
         raise validation_error("offset", "give page or offset, not both")
-    widened = ListQuery(1, offset + query.limit, query.sort, query.fields, query.params)
+    skip = (query.page - 1) * query.limit if offset is None else offset
+    widened = ListQuery(1, skip + query.limit, query.sort, query.fields, query.params)
     page, meta = paginate(views, widened, LIST_SPEC)
     total = meta["pagination"]["total"]
-    meta["pagination"] = {"total": total, "limit": query.limit, "offset": offset,
-                          "page": offset // query.limit + 1,
+    meta["pagination"] = {"total": total, "limit": query.limit, "offset": skip,
+                          "page": skip // query.limit + 1,
                           "pages": -(-total // query.limit) if total else 0}
-    return ok(page[offset:], meta=meta)
+    return ok({"nodes": page[skip:], "total": total, "limit": query.limit, "offset": skip},
+              meta=meta)
 
 
 @router.get("/{node_id}", response_model=Envelope[NodePublic], responses=ID_ERRORS)
 def get_node(node_id: str, service: ServiceDep, _: ReadKey) -> Response:
     """One node, with uptime and tasks completed."""
     nodes = _nodes(service)
-    return ok(_view(nodes, _get(nodes, node_id)))
+    return ok(_view(service, nodes, _get(nodes, node_id)))
 
 
 @router.post("/{node_id}/check", response_model=Envelope[NodePublic], responses=ID_ERRORS)
@@ -148,13 +169,13 @@ def check_node(node_id: str, service: ServiceDep, _: ReadKey) -> Response:
     """Health-check the node now (status, last_seen, current_load, uptime)."""
     nodes = _nodes(service)
     _get(nodes, node_id)
-    return ok(_view(nodes, nodes.check(node_id)))
+    return ok(_view(service, nodes, nodes.check(node_id)))
 
 
 @router.delete("/{node_id}", response_model=Envelope[NodePublic], responses=ID_ERRORS)
 def remove_node(node_id: str, service: ServiceDep, _: AdminKey) -> Response:
     """Forget a node and its token; runs still executing there are cancelled."""
     nodes = _nodes(service)
-    view = _view(nodes, _get(nodes, node_id))
+    view = _view(service, nodes, _get(nodes, node_id))
     nodes.remove(node_id)
     return ok({**view, "status": "removed"})

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -52,20 +52,26 @@ class ListQuery:
     params: Mapping[str, str]  # every query parameter, for filters
 
 
-def list_query(
-    request: Request,
-    page: Annotated[int, Query(ge=1, le=1_000_000, description="page number, from 1")] = 1,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT,
-                                description=f"items per page (max {MAX_LIMIT})")] = DEFAULT_LIMIT,
-    sort: Annotated[str | None, Query(max_length=100, description="field:asc|desc, e.g. "
-                                      "createdAt:desc")] = None,
-    fields: Annotated[str | None, Query(max_length=500, description="comma-separated fields "
-                                        "to return, e.g. id,status")] = None,
-) -> ListQuery:
-    return ListQuery(page, limit, sort, fields, dict(request.query_params))
+def list_query_dependency(default_limit: int = DEFAULT_LIMIT) -> Callable[..., ListQuery]:
+    """The query dependency of a list route whose ``limit`` defaults to ``default_limit`` (the
+    conventions say 20; the neurogrid node list says 50)."""
+
+    def list_query(
+        request: Request,
+        page: Annotated[int, Query(ge=1, le=1_000_000, description="page number, from 1")] = 1,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"items per page (max "
+                                    f"{MAX_LIMIT})")] = default_limit,
+        sort: Annotated[str | None, Query(max_length=100, description="field:asc|desc, e.g. "
+                                          "createdAt:desc")] = None,
+        fields: Annotated[str | None, Query(max_length=500, description="comma-separated "
+                                            "fields to return, e.g. id,status")] = None,
+    ) -> ListQuery:
+        return ListQuery(page, limit, sort, fields, dict(request.query_params))
+
+    return list_query
 
 
-ListQueryDep = Annotated[ListQuery, Depends(list_query)]
+ListQueryDep = Annotated[ListQuery, Depends(list_query_dependency())]
 
 
 def _parse_sort(text: str | None, spec: ListSpec) -> tuple[str, bool]:
@@ -83,17 +89,19 @@ def _parse_sort(text: str | None, spec: ListSpec) -> tuple[str, bool]:
     return name, direction == "desc"
 
 
-def _parse_fields(text: str | None, spec: ListSpec) -> list[str] | None:
+def _parse_fields(text: str | None, spec: ListSpec) -> dict[str, str] | None:
+    """``{requested name: field}``: ``fields=id,createdAt`` answers the keys ``id`` and
+    ``createdAt`` (as asked), holding the ``id`` and ``created_at`` values."""
     if text is None:
         return None
-    wanted = [snake(f.strip()) for f in text.split(",") if f.strip()]
+    wanted = [f.strip() for f in text.split(",") if f.strip()]
     if not wanted:
         raise validation_error("fields", "give at least one field name")
-    unknown = [f for f in wanted if f not in spec.fields]
+    unknown = [f for f in wanted if snake(f) not in spec.fields]
     if unknown:
         raise validation_error("fields", f"unknown field(s) {', '.join(unknown)}; known: "
                                f"{', '.join(spec.fields)}", value=text)
-    return list(dict.fromkeys(wanted))
+    return {name: snake(name) for name in wanted}
 
 
 def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple]:
@@ -107,8 +115,8 @@ def _sort_key(name: str) -> Callable[[dict[str, Any]], tuple]:
     return key
 
 
-def select(item: dict[str, Any], fields: Sequence[str] | None) -> dict[str, Any]:
-    return item if fields is None else {f: item.get(f) for f in fields}
+def select(item: dict[str, Any], fields: Mapping[str, str] | None) -> dict[str, Any]:
+    return item if fields is None else {name: item.get(f) for name, f in fields.items()}
 
 
 def paginate(items: Iterable[dict[str, Any]], query: ListQuery, spec: ListSpec,

@@ -6,10 +6,15 @@ Scopes: ``read`` < ``train`` < ``admin``, defined with every API family's policy
 shape: 401 AUTH_INVALID for a missing, unknown, revoked or expired key (the message says
 which), 403 FORBIDDEN for a key without the scope.
 
-``V1Middleware`` (pure ASGI, only ``/api/v1`` HTTP requests) counts requests per key (per client
-address for requests without a valid key) in fixed one-minute windows, adds
-``X-RateLimit-Limit/Remaining/Reset`` and ``X-API-Version`` to every response and answers 429
-RATE_LIMIT_EXCEEDED (with ``Retry-After``) past the limit, before any route runs.
+``RateLimitMiddleware`` (pure ASGI, every ``/api`` HTTP request of every family) counts
+requests per key (per client address for requests without a valid key) in fixed one-minute
+windows against the key's limit (``settings.rate_limits``: its own ``rate_limit``, else its
+tier's, else the default tier's — the conventions' Free 60/min), adds
+``X-RateLimit-Limit/Remaining/Reset`` to every response (``X-API-Version`` under ``/api/v1``)
+and answers 429 past the limit (with ``Retry-After``, in the family's error shape), before
+any route runs. The server's own credentials are on the ``owner`` tier (effectively
+unlimited), as are ``--trainer-open`` loopback requests; other requests without a valid key
+count per client address on the ``anonymous`` tier.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...auth import SCOPES, KeyRing, granted, hash_key, parse_permissions
+from ...config import ANONYMOUS_TIER, OWNER_TIER, RateLimits, get_settings
 from ...store import ApiKeyRecord
 from ..policy import requires
 from .conventions import (
@@ -34,7 +41,7 @@ from .conventions import (
     is_v1_path,
 )
 
-__all__ = ["SCOPES", "AdminKey", "RateLimiter", "ReadKey", "TrainKey", "V1Middleware",
+__all__ = ["SCOPES", "AdminKey", "RateLimitMiddleware", "RateLimiter", "ReadKey", "TrainKey",
            "granted", "parse_permissions", "require", "why_invalid"]
 
 _WINDOW_S = 60
@@ -43,19 +50,37 @@ _STATE_KEY = "v1_key"
 
 # ---- rate limits -----------------------------------------------------------------------------
 class RateLimiter:
-    """Fixed one-minute windows per identity (thread-safe; the counts live in memory)."""
+    """Fixed one-minute windows per identity (thread-safe; the counts live in memory).
+    ``RateLimiter(0)`` counts nothing (every request allowed, no headers): for tests that
+    send hundreds of requests with keys of their own."""
 
-    def __init__(self, per_minute: int):
-        self.per_minute = per_minute  # 0: unlimited
+    def __init__(self, per_minute: int | None = None, limits: RateLimits | None = None):
+        self.limits = limits or get_settings().rate_limits
+        self.fixed = per_minute  # one limit for every identity (0: off); None: per key
         self._lock = threading.Lock()
         self._windows: dict[str, tuple[int, int]] = {}  # identity -> (window start, count)
 
-    def hit(self, identity: str, now: float | None = None) -> tuple[bool, int, int, int]:
+    def limit_for(self, record: ApiKeyRecord | None, *, owner: bool = False) -> int:
+        """Requests per minute for a key (or, without one, for a client address)."""
+        if self.fixed is not None:
+            return self.fixed
+        if not self.limits.enabled:
+            return 0
+        if record is not None and record.rate_limit is not None:
+            return record.rate_limit
+        if owner:
+            return self.limits.per_minute(OWNER_TIER)
+        if record is None:
+            return self.limits.per_minute(ANONYMOUS_TIER)
+        return self.limits.per_minute(record.rate_tier)
+
+    def hit(self, identity: str, limit: int, now: float | None = None
+            ) -> tuple[bool, int, int, int]:
         """Count one request: (allowed, limit, remaining, reset as epoch seconds)."""
         now = time.time() if now is None else now
         start = int(now) - int(now) % _WINDOW_S
         reset = start + _WINDOW_S
-        if self.per_minute <= 0:
+        if limit <= 0:
             return True, 0, 0, reset
         with self._lock:
             if len(self._windows) > 10_000:  # forget identities idle since an older window
@@ -63,11 +88,11 @@ class RateLimiter:
             window, count = self._windows.get(identity, (start, 0))
             if window != start:
                 count = 0
-            if count >= self.per_minute:
-                return False, self.per_minute, 0, reset
+            if count >= limit:
+                return False, limit, 0, reset
             count += 1
             self._windows[identity] = (start, count)
-        return True, self.per_minute, self.per_minute - count, reset
+        return True, limit, limit - count, reset
 
 
 def _bearer_token(scope: Scope) -> str | None:
@@ -78,12 +103,46 @@ def _bearer_token(scope: Scope) -> str | None:
     return None
 
 
-class V1Middleware:
+def _api_path(scope: Scope) -> str | None:
+    """The path under ``/api`` (root path removed), or None for the app's own paths."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):]
+    return path if path == "/api" or path.startswith("/api/") else None
+
+
+def _too_many(scope: Scope, path: str, limit: int, reset: int, retry: int) -> bytes:
+    from ..routes.trainer import is_trainer_path
+
+    message = f"rate limit of {limit} requests per minute exceeded; retry in {retry} s"
+    if is_v1_path(scope):
+        return error_body(RATE_LIMIT_EXCEEDED, message, {"limit": limit, "reset": reset})
+    if is_trainer_path(path):
+        return orjson.dumps({"error": message})
+    return orjson.dumps({"detail": "rate limit exceeded", "errors": [message]})
+
+
+def _owner_request(scope: Scope, token: str | None) -> bool:
+    """A ``--trainer-open`` loopback request without credentials (the owner's machine)."""
+    import ipaddress
+
+    if token is not None or not getattr(scope["app"].state, "trainer_open", False):
+        return False
+    client = scope.get("client") or ("", 0)
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class RateLimitMiddleware:
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_v1_path(scope):
+        path = _api_path(scope) if scope["type"] == "http" else None
+        if path is None:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
@@ -94,17 +153,16 @@ class V1Middleware:
         scope.setdefault("state", {})[_STATE_KEY] = record
         client = scope.get("client") or ("?", 0)
         identity = f"key:{record.key_id}" if record else f"addr:{client[0]}"
-        allowed, limit, remaining, reset = limiter.hit(identity)
-        extra = [(b"x-api-version", API_VERSION.encode())]
+        limit = limiter.limit_for(record, owner=_owner_request(scope, token))
+        allowed, limit, remaining, reset = limiter.hit(identity, limit)
+        extra = [(b"x-api-version", API_VERSION.encode())] if is_v1_path(scope) else []
         if limit:
             extra += [(b"x-ratelimit-limit", str(limit).encode()),
                       (b"x-ratelimit-remaining", str(remaining).encode()),
                       (b"x-ratelimit-reset", str(reset).encode())]
         if not allowed:
             retry = max(1, math.ceil(reset - time.time()))
-            body = error_body(RATE_LIMIT_EXCEEDED,
-                              f"rate limit of {limit} requests per minute exceeded; retry in "
-                              f"{retry} s", {"limit": limit, "reset": reset})
+            body = _too_many(scope, path, limit, reset, retry)
             await send({"type": "http.response.start", "status": 429, "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -48,12 +48,18 @@ class TaskPublic(BaseModel):
     started_at: str | None = None
     completed_at: str | None = None
     duration_s: float | None = None
+    cost: float = 0.0
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskPublic]
+    total: int
 
 
 TASK_SPEC = ListSpec(
     fields=TASK_FIELDS,
     sortable=("created_at", "started_at", "completed_at", "status", "model", "epoch",
-              "duration_s", "dataset", "node_id", "id"),
+              "duration_s", "dataset", "node_id", "id", "cost"),
     filters={
         "status": equals("status_key", param="status", aliases=STATUS_ALIASES,
                          allowed=tuple(STATUS_ALIASES)),
@@ -74,7 +80,7 @@ def all_runs(service: Workbench) -> Iterator[RunRecord]:
             return
 
 
-@router.get("", response_model=Envelope[list[TaskPublic]], responses=READ_ERRORS)
+@router.get("", response_model=Envelope[TaskList], responses=READ_ERRORS)
 def list_tasks(
     service: ServiceDep, query: ListQueryDep, _: ReadKey,
     status: Annotated[str | None, Query(max_length=200, description="pending, running, "
@@ -84,7 +90,7 @@ def list_tasks(
     node_id: Annotated[str | None, Query(max_length=200, description="compute target")] = None,
     type: Annotated[str | None, Query(max_length=50)] = None,
 ) -> Response:
-    """Tasks, newest first by default."""
+    """Tasks, newest first by default: ``data {tasks, total}`` (paging in ``meta.pagination``)."""
     views = []
     for run in all_runs(service):
         view = task_view(run)
@@ -93,7 +99,7 @@ def list_tasks(
     page, meta = paginate(views, query, TASK_SPEC)
     for item in page:
         item.pop("status_key", None)
-    return ok(page, meta=meta)
+    return ok({"tasks": page, "total": meta["pagination"]["total"]}, meta=meta)
 
 
 @router.get("/{task_id}", response_model=Envelope[TaskPublic], responses=ID_ERRORS)

@@ -13,8 +13,10 @@ from typing import Any
 
 from fastapi import Request
 
+from ...config import get_settings
 from ...service import Workbench
 from ...store import RunRecord
+from ..policy import run_id_of
 from .conventions import not_found
 
 RUN_OWNER = "run.owner"  # event type: data {"key_id": ..., "via": "jobs.submit" | ...}
@@ -35,9 +37,12 @@ def job_id(run_id: str) -> str:
     return "job_" + run_id.removeprefix("r_")
 
 
-def run_id_of(any_id: str) -> str:
-    """``job_<hex>`` or ``r_<hex>`` -> ``r_<hex>``."""
-    return "r_" + any_id.removeprefix("job_") if any_id.startswith("job_") else any_id
+def finetune_id(run_id: str) -> str:
+    """The Cortex fine-tune id of a run (``finetune_<hex>``); it names the same run as
+    ``job_<hex>`` and ``r_<hex>``."""
+    return "finetune_" + run_id.removeprefix("r_")
+
+
 
 
 def get_run(service: Workbench, any_id: str, *, field: str = "job_id") -> RunRecord:
@@ -63,6 +68,32 @@ def duration_s(run: RunRecord) -> float | None:
     return max(0.0, (end - run.started_at).total_seconds())
 
 
+def compute_hours(run: RunRecord) -> float:
+    """The compute a run used: its wall-clock duration (start to end, or to now while it
+    runs) in hours. Queued time is not compute."""
+    return (duration_s(run) or 0.0) / 3600.0
+
+
+def task_cost(run: RunRecord) -> float:
+    """What a task cost: ``compute_hours(run) x WORKBENCH_COMPUTE_PRICE_PER_HOUR`` (USD;
+    default 0: a self-hosted workbench charges nothing until a price is set)."""
+    return round(compute_hours(run) * get_settings().compute_price_per_hour, 6)
+
+
+def earnings(runs: Any, target: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """What a compute target (a node) earned: the ``task_cost`` of the succeeded runs it
+    trained, in total and for runs finished in the last 30 days (USD strings, as the neurogrid
+    document shows them)."""
+    from datetime import timedelta, timezone
+
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=30)
+    done = [r for r in runs if r.target == target and r.state == "succeeded"]
+    recent = [r for r in done if r.finished_at is not None and r.finished_at >= cutoff]
+    return {"total": f"{sum(task_cost(r) for r in done):.2f}", "currency": "USD",
+            "last_30_days": f"{sum(task_cost(r) for r in recent):.2f}",
+            "compute_hours": round(sum(compute_hours(r) for r in done), 6)}
+
+
 def task_view(run: RunRecord) -> dict[str, Any]:
     return {
         "id": run.run_id,
@@ -83,13 +114,14 @@ def task_view(run: RunRecord) -> dict[str, Any]:
         "started_at": iso(run.started_at),
         "completed_at": iso(run.finished_at),
         "duration_s": duration_s(run),
+        "cost": task_cost(run),
     }
 
 
 TASK_FIELDS = (
     "id", "job_id", "type", "status", "state", "model", "dataset", "node_id", "device", "epoch",
     "epochs_total", "metrics", "param_id", "error", "created_at", "started_at", "completed_at",
-    "duration_s",
+    "duration_s", "cost",
 )
 
 

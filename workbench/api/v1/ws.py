@@ -1,4 +1,9 @@
-"""``/api/v1/ws``: live events over a websocket (Cortex/neurogrid style).
+"""``/ws`` and ``/api/v1/ws``: live events over a websocket (Cortex/neurogrid style).
+
+Both documents' clients connect to ``wss://host/ws``. That path is also the Panel app's
+socket, whose (Bokeh) client always asks for the ``bokeh`` subprotocol; ``DocumentSocket``
+sends every other ``/ws`` handshake here, so the two share the path and are told apart by
+subprotocol.
 
     -> {"type": "auth", "token": "<api key>"}            (or connect with ?token=<api key>)
     <- {"type": "auth.ok", "key_id": ...}
@@ -34,7 +39,7 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 
 from ... import events as ev
 from ..policy import allows, websocket_requires
-from .conventions import AUTH_INVALID, FORBIDDEN, VALIDATION_ERROR
+from .conventions import AUTH_INVALID, FORBIDDEN, VALIDATION_ERROR, error_type
 from .views import JOB_STATUS, job_id, run_id_of
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,25 @@ def origin_allowed(websocket: WebSocket) -> bool:
     if origin in allowed:
         return True
     return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+PATH = "/api/v1/ws"
+DOCUMENT_PATH = "/ws"  # where the documents' clients connect
+
+
+class DocumentSocket:
+    """Pure ASGI: a websocket to ``/ws`` that does not speak Bokeh's subprotocol (the Panel
+    app's) is this API's socket: its path becomes ``/api/v1/ws`` before routing."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (scope["type"] == "websocket" and scope.get("path") == DOCUMENT_PATH
+                and "bokeh" not in (scope.get("subprotocols") or ())):
+            root = scope.get("root_path", "")
+            scope = {**scope, "path": PATH, "raw_path": (root + PATH).encode()}
+        await self.app(scope, receive, send)
 
 
 class Translator:
@@ -143,7 +167,8 @@ async def _authenticate(websocket: WebSocket) -> Any:
 
 async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
     with contextlib.suppress(Exception):
-        await websocket.send_json({"type": "error", "error": {"code": code, "message": message}})
+        await websocket.send_json({"type": "error", "error": {"code": code, "message": message,
+                                                               "type": error_type(code)}})
         await websocket.close(code=_POLICY_VIOLATION, reason=code)
     return None
 
@@ -262,6 +287,7 @@ async def send(websocket: WebSocket, message: dict[str, Any]) -> None:
 
 def _error(code: str, message: str, field: str) -> dict[str, Any]:
     return {"type": "error", "error": {"code": code, "message": message,
+                                       "type": error_type(code),
                                        "details": {"field": field}}}
 
 
