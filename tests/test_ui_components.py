@@ -466,6 +466,25 @@ def test_tabs_wait_for_their_browser_libraries(service):
     assert WorkbenchApp(service).views == {}  # notebooks load everything up front
 
 
+def test_libraries_prefetched_after_first_render_build_tabs_at_once(service):
+    """After the first render the page loads plotly.js and Tabulator in the background (no
+    tab is built for it); a tab opened once they are in opens without waiting for them."""
+    import json
+
+    from workbench.ui.app import WorkbenchApp
+
+    app = WorkbenchApp(service, lazy_js=True)
+    loader = app._loader
+    loader.prefetch(["plotly", "tabulator"])
+    request = json.loads(loader._request.value)
+    assert request["libs"] == ["plotly", "tabulator"]
+    loader._done.value = loader._request.value  # the browser's echo
+    assert app.views == {}  # prefetching builds nothing
+    app.open_tab("Runs")
+    assert "runs" in app.views
+    assert json.loads(loader._request.value)["id"] == request["id"]  # nothing asked again
+
+
 def test_run_errors_are_shown_as_text_never_markup(service):
     """A run's error is user text (a data URL, a worker's message): the Train view shows it
     escaped -- no element, no link -- however it is crafted."""

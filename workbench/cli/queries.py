@@ -182,27 +182,28 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--tag", action="append", help="only runs with this tag (repeatable)")
     p.add_argument("--columns", help=f"comma-separated, or 'all' (default: {','.join(RUN_COLUMNS)})")
     p.add_argument("--sort", default="-created_at",
-                   help="a column, '-' first for descending (default: -created_at)")
-    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+                   help="a column, '-' first for descending")
+    p.add_argument("--limit", type=int, default=50, help="at most this many rows")
     p.add_argument("--export", metavar="FILE", help="write the table to FILE.csv or "
                    "FILE.parquet instead (every matching run)")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("run-update", help="rename a run, set its experiment, tags or notes")
-    p.add_argument("run_id")
-    p.add_argument("--name")
-    p.add_argument("--experiment")
+    p.add_argument("run_id", help="the run (r_...) to change")
+    p.add_argument("--name", help="its new name")
+    p.add_argument("--experiment", help="move it to this experiment")
     p.add_argument("--tags", help="comma-separated; replaces the run's tags ('' clears them)")
-    p.add_argument("--notes")
+    p.add_argument("--notes", help="free text kept with the run")
     p.set_defaults(func=cmd_run_update)
 
     p = sub.add_parser("compare", help="what differs between runs; --report writes an HTML "
                        "report")
-    p.add_argument("run_ids", nargs="+")
+    p.add_argument("run_ids", nargs="+", help="two or more runs (r_...)")
     p.add_argument("--metrics", help="comma-separated (default: val_loss,val_accuracy,"
                    "train_loss)")
-    p.add_argument("--x", choices=["epoch", "step", "time"], default="epoch")
+    p.add_argument("--x", choices=["epoch", "step", "time"], default="epoch",
+                   help="what the report's charts put on the x axis")
     p.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
     p.add_argument("--title", help="the report's title")
     p.add_argument("--all", action="store_true", help="show settings that are equal too")
@@ -210,7 +211,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("experiments", help="experiments and their runs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("sql", help="read-only SQL over the store's views (models, runs, "

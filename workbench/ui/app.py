@@ -154,6 +154,9 @@ class WorkbenchApp(Viewer):
         parts = [self._header, self.tabs]
         if self._loader is not None:
             parts.append(self._loader)
+            loader = self._loader
+            libs = sorted({lib for needs in NEEDS.values() for lib in needs})
+            pn.state.onload(lambda: loader.prefetch(libs))  # after the first render
         return pn.Column(*parts, sizing_mode="stretch_width", margin=0)
 
 

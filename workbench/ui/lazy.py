@@ -94,6 +94,12 @@ class LibraryLoader(Viewer):
     def request(self, tab: str, libs: Iterable[str]) -> None:
         """Build ``tab`` once ``libs`` are loaded in the browser."""
         self._pending[tab] = tuple(libs)
+        self.prefetch(libs)
+
+    def prefetch(self, libs: Iterable[str]) -> None:
+        """Start loading ``libs`` in the browser now, for no tab yet: done once the first
+        render is on screen, so opening a tab later does not wait for 5 MB of JavaScript."""
+        libs = tuple(libs)
         missing = [lib for lib in libs if lib not in self.loaded and lib not in self._asked]
         if not missing:
             return
