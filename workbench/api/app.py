@@ -26,7 +26,7 @@ from ..auth import KeyRing, bootstrap_admin_key
 from ..config import get_settings
 from ..service import Workbench
 from . import errors
-from .csrf import CrossSiteGuard
+from .csrf import STATE_CHANGING, CrossSiteGuard
 from .deps import require_key
 from .limits import BodyLimit
 from .routes import events, experiments, infer, models, params, runs, tracking, trainer
@@ -159,7 +159,22 @@ def _install_openapi(app: FastAPI) -> None:
             if operation is not None:
                 operation["requestBody"] = {"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{name}"}}}}
+        _document_csrf_refusals(schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_csrf_refusals(schema: dict[str, Any]) -> None:
+    """Every state-changing operation may answer what the cross-site guard (``csrf.py``)
+    answers before the route runs: 415 for a body that is not JSON, 403 for a foreign Origin."""
+    refusals = {"415": "the body is not application/json (or a type this route takes)",
+                "403": "a foreign Origin (a cross-site request), or a key without the scope"}
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method.upper() not in STATE_CHANGING or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in refusals.items():
+                responses.setdefault(status, {"description": description})
