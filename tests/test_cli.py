@@ -123,7 +123,16 @@ def test_killed_owner_fails_its_run_and_keeps_finished_epochs(env, tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
+        # The bar reaches 2.0 at epoch 2's last step, before its validation metrics are
+        # stored: wait until the owner has them, so "finished epochs" means epochs 1 and 2.
         _read_until(proc, "2.0/500")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            q = workbench("sql", "--json", "SELECT max(epoch) AS e FROM metrics WHERE name = "
+                          "'val_accuracy'", env=env)
+            if q.returncode == 0 and (json.loads(q.stdout)[0]["e"] or 0) >= 2:
+                break
+            time.sleep(0.2)
         owner = json.loads((tmp_path / "home" / "owner.json").read_text())
         os.kill(owner["pid"], signal.SIGKILL)
         _, err = proc.communicate(timeout=120)  # the client notices and stops following
