@@ -3,12 +3,11 @@ Pillow) read, described (classes, counts, mean/std) and prepared once; registere
 the data roots and by multipart upload over REST; trained on through ``/api/v1/networks``, with
 the seeded split sizes in the run's record; bundled scikit-learn tables by name."""
 
-import time
-
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.utils.v1 import wait_run
 from workbench.data.tables import load_prepared_splits, prepare, read_source
 
 sklearn = pytest.importorskip("sklearn.datasets")
@@ -73,16 +72,6 @@ def test_images_and_npz_and_their_errors(tmp_path):
         read_source(tmp_path / "bad.csv", label="target")
 
 
-def _wait(http, run_id, timeout=180):
-    deadline = time.monotonic() + timeout
-    while True:
-        run = http.get(f"/api/runs/{run_id}").json()
-        if run["state"] in ("succeeded", "failed", "cancelled"):
-            return run
-        assert time.monotonic() < deadline, run
-        time.sleep(0.2)
-
-
 def _train(http, architecture, dataset, **hp):
     created = http.post("/api/v1/networks", json={"architecture": architecture})
     assert created.status_code == 201, created.text
@@ -90,7 +79,7 @@ def _train(http, architecture, dataset, **hp):
     queued = http.post(f"/api/v1/networks/{model_id}/train", json={
         "dataset": dataset, "hyperparams": {"optimizer": {"type": "adam", "lr": 0.01}, **hp}})
     assert queued.status_code == 202, queued.text
-    run = _wait(http, queued.json()["data"]["run_id"])
+    run = wait_run(http, queued.json()["data"]["run_id"])
     assert run["state"] == "succeeded", run
     return run
 

@@ -4,7 +4,6 @@ native-spec CNN was created (``POST /api/v1/networks``) and trained."""
 
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.utils.v1 import wait_run
 from workbench.data import load_splits
 from workbench.export import inference_module, to_onnx, to_torchscript
 from workbench.spec import Hyperparams, validate_network
@@ -54,16 +54,6 @@ def test_torchscript_round_trip_matches_torch(trained):
     torch.testing.assert_close(loaded(torch.from_numpy(x)), expected, atol=1e-5, rtol=0)
 
 
-def _wait(http, run_id, timeout=180):
-    deadline = time.monotonic() + timeout
-    while True:
-        run = http.get(f"/api/runs/{run_id}").json()
-        if run["state"] in ("succeeded", "failed", "cancelled"):
-            return run
-        assert time.monotonic() < deadline, run
-        time.sleep(0.2)
-
-
 def test_cnn_created_trained_and_exported_over_rest(live_server):
     lenet = json.loads((EXAMPLES / "lenet5.json").read_text())
     with live_server.http() as http:
@@ -80,7 +70,7 @@ def test_cnn_created_trained_and_exported_over_rest(live_server):
         model_id = created.json()["data"]["model_id"]
         queued = http.post(f"/api/models/{model_id}/train", json={"limit": 300, "offline": True})
         assert queued.status_code == 202, queued.text
-        run = _wait(http, queued.json()["run_id"])
+        run = wait_run(http, queued.json()["run_id"])
         assert run["state"] == "succeeded", run
         job = "job_" + run["run_id"].removeprefix("r_")
 

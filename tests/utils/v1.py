@@ -1,4 +1,4 @@
-"""Helpers for the ``/api/v1`` tests: tiny Cortex jobs and waiting for them."""
+"""Helpers for the ``/api/v1`` tests: tiny Cortex jobs and waiting for them (and for runs)."""
 
 from __future__ import annotations
 
@@ -29,4 +29,15 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 120) -> dict[st
         if status["status"] in ("completed", "failed", "cancelled"):
             return status
         assert time.monotonic() < deadline, f"job {job_id} did not end: {status}"
+        time.sleep(0.2)
+
+
+def wait_run(client: httpx.Client, run_id: str, timeout: float = 180) -> dict[str, Any]:
+    """Poll ``GET /api/runs/{id}`` until the run ends; returns its last state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/runs/{run_id}").json()
+        if run["state"] in ("succeeded", "failed", "cancelled"):
+            return run
+        assert time.monotonic() < deadline, f"run {run_id} did not end: {run}"
         time.sleep(0.2)
