@@ -277,3 +277,31 @@ def test_service_takes_metrics_only_for_live_external_runs(tmp_path):
         assert meta == {"name": "n", "experiment": "default", "tags": ["t"], "config": {"a": 1}}
     finally:
         service.close()
+
+
+# ---- names and tags: what the API accepts, the store takes -----------------------------------
+@pytest.mark.parametrize("field, value", [
+    ("tags", ["a\x1cb"]),   # U+001C: Python's isspace() says space, pydantic's pattern did not
+    ("tags", ["\x1f"]),
+    ("name", "\x1c"),       # stripped by the store to nothing
+    ("experiment", " \x1d "),
+])
+def test_api_refuses_names_and_tags_the_store_would_refuse(field, value):
+    # Found by schemathesis: these passed the body's validation and were a 500 in the store.
+    from pydantic import ValidationError
+
+    from workbench.api.routes.tracking import TrackedRunCreate
+    body = {"name": "run", field: value}
+    with pytest.raises(ValidationError) as info:
+        TrackedRunCreate.model_validate(body)
+    assert info.value.errors()[0]["loc"][0] == field
+
+
+def test_names_and_tags_the_api_accepts_are_stored_as_given(tmp_path):
+    from workbench.api.routes.tracking import TrackedRunCreate
+    body = TrackedRunCreate.model_validate({"name": " Æ\u0082 ", "experiment": "e\u00a0x",
+                                            "tags": ["1/ýT", "\x03K"]})
+    with Store(tmp_path / "wb.duckdb") as store:
+        run = store.create_external_run(hyperparams={"config": {}}, name=body.name,
+                                        experiment=body.experiment, tags=body.tags)
+        assert (run.name, list(run.tags)) == ("Æ\u0082", ["1/ýT", "\x03K"])

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 from ..spec import Architecture, Hyperparams, Parameters
+from ..store.runs import clean_name, clean_tag
 
 MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
 
-# A run's (or experiment's) name and a tag, as the store takes them (``store.runs.clean_*``).
-RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# A run's (or experiment's) name and a tag. The constraints document the shape in OpenAPI; the
+# store's own checks then run too, because pydantic's idea of whitespace (Unicode White_Space)
+# is not Python's (which adds U+001C-U+001F): a tag with U+001C passed here and was a 500 there.
+RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                    AfterValidator(lambda v: clean_name(v, field="value"))]
 RunTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                          pattern=r"^\S+$")]
+                                          pattern=r"^\S+$"),
+                   AfterValidator(lambda v: clean_tag(v, field="value"))]
 
 
 class ErrorBody(BaseModel):

@@ -41,16 +41,24 @@ def clean_name(value: str, field: str = "name") -> str:
     return text
 
 
+def clean_tag(tag: str, field: str = "tag") -> str:
+    """One tag, stripped; ValueError naming ``field`` if empty, too long or with a space.
+
+    "Space" is Python's ``str.isspace`` (which includes the ASCII separators U+001C-U+001F):
+    the API validates with this same function, so what it accepts the store always takes."""
+    text = str(tag).strip()
+    if not text or len(text) > MAX_NAME_CHARS or any(c.isspace() for c in text):
+        raise ValueError(f"{field}: 1 to {MAX_NAME_CHARS} characters without spaces, got {tag!r}")
+    return text
+
+
 def clean_tags(tags: Sequence[str]) -> list[str]:
     """Tags stripped, de-duplicated in order; ValueError for an empty, long or bad tag."""
     if isinstance(tags, str):
         raise ValueError("tags: a list of strings, not one string")
     out: list[str] = []
     for i, tag in enumerate(tags):
-        text = str(tag).strip()
-        if not text or len(text) > MAX_NAME_CHARS or any(c.isspace() for c in text):
-            raise ValueError(f"tags[{i}]: 1 to {MAX_NAME_CHARS} characters without spaces, "
-                             f"got {tag!r}")
+        text = clean_tag(tag, field=f"tags[{i}]")
         if text not in out:
             out.append(text)
     if len(out) > MAX_TAGS:
