@@ -54,6 +54,16 @@ def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
+def mfu_label(epoch: dict[str, Any]) -> str:
+    """``"41.2% of bf16 spec"``: the epoch's MFU (reported by the training process on GPUs of
+    known spec), or "–" (CPU, an unknown GPU: not guessed)."""
+    mfu = epoch.get("mfu")
+    if not isinstance(mfu, (int, float)):
+        return "–"
+    dtype = epoch.get("matmul_dtype")  # in the live event; not kept in the store
+    return f"{100 * mfu:.1f}%" + (f" of {escape_html(str(dtype))} spec" if dtype else "")
+
+
 class LiveRun(Viewer):
     """Charts and controls of ``state.run_id``."""
 
@@ -282,6 +292,7 @@ class LiveRun(Viewer):
                          f"{fmt(last.get('forward_tflops'), '{:.3g}')} / "
                          f"{fmt(last.get('backward_tflops'), '{:.3g}')}")
             + kpi.format("share of peak", share)
+            + kpi.format("MFU", mfu_label(last))
             + kpi.format("device", escape_html(self.device or "–"))
             + "</div>"
             # a plain HTML bar: Panel's Progress widget re-sends CDN stylesheet URLs on update

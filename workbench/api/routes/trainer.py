@@ -204,7 +204,12 @@ async def list_jobs(request: Request, finished: bool = False) -> Response:
 @router.get("/jobs/{job_id}", dependencies=_needs("read"))
 @_guard
 async def get_job(job_id: str, request: Request) -> Response:
-    """One job: status, device count, allocation and training progress."""
+    """One job: status, device count, allocation and training progress.
+
+    ``progress.devices`` holds each device's forward/backward/total TFLOPS (its FLOPs over its
+    own compute time); the job's figures in ``progress.metrics`` (and in the run's epoch
+    metrics) are their **sum**, so they always agree; ``wall_tflops`` is the job's FLOPs over
+    the epoch's wall time."""
     return JSONResponse(job_view(_trainer(request).get_job(job_id)))
 
 
