@@ -103,6 +103,12 @@ def test_two_processes_match_single_process_per_step(strategy, reference):
     for figures in devices.values():
         assert figures["forward_tflops"] > 0 and figures["backward_tflops"] > 0
         assert figures["total_tflops"] > 0
+    # One source of truth: every epoch's job figures are the sum of its devices' figures.
+    for epoch in epochs:
+        for key in ("forward_tflops", "backward_tflops", "total_tflops"):
+            assert epoch[key] == pytest.approx(sum(d[key] for d in epoch["devices"].values()))
+        assert 0 < epoch["wall_tflops"]
+    assert done["metrics"]["total_tflops"] == epochs[-1]["total_tflops"]
     assert done["parameters_safetensors_b64"] and done["epochs_run"] == 2
     assert events[0]["type"] == "run.started" and events[0]["data"]["strategy"] == strategy
 

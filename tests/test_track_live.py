@@ -271,3 +271,70 @@ def test_points_survive_a_killed_owner(server_factory, tmp_path):
                       f"WHERE run_id = '{run_id}' AND name = 'x'")["rows"]
     assert rows == [[0, steps - 1, float(steps * (steps - 1) // 2)]]
     assert not spool.exists()
+
+
+def test_a_tracked_run_streams_live_to_notebook_charts(live_server):
+    """A loop logging with ``wb.log`` while a notebook chart (``wb.watch(run_id)``'s
+    ``NotebookRun``) follows the run through the server: points arrive while it runs."""
+    pytest.importorskip("ipywidgets")
+    import workbench.track as wb
+    from workbench.notebook import NotebookRun
+
+    client = Client(live_server.url, live_server.token)
+    run = wb.init(name="live-chart", client=client, flush_interval=0.05, system_metrics=False)
+    chart = NotebookRun(client, run.run_id, 0)
+
+    def logged_until(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(chart.logged.get("train/loss", {})) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    try:
+        for step in range(5):
+            wb.log({"train/loss": 1 / (step + 1), "train/acc": step / 10, "lr": 0.1}, step=step)
+        logged_until(5)
+        assert chart.state == "running" and chart.points() == 5  # live, before the finish
+        assert chart.logged["train/loss"] == {s: 1 / (s + 1) for s in range(5)}
+        assert "lr" not in chart.logged  # neither a loss nor an accuracy: not charted
+        for step in range(5, 8):
+            wb.log({"train/loss": 1 / (step + 1)}, step=step)
+        logged_until(8)
+        assert chart.points() == 8
+    finally:
+        wb.finish()
+    assert chart.wait(60)["state"] == "succeeded" and chart.state == "succeeded"
+    names = {t.name: len(t.x) for t in chart.figure.data}
+    assert names["train/loss"] == 8 and names["train/acc"] == 5
+
+
+def test_a_tracked_run_streams_live_to_the_apps_train_charts(tmp_path):
+    """The app's Train view follows a tracked run from the bus like an engine run: logged
+    names sorted onto its charts by step, system metrics on the system chart."""
+    from workbench.service import Workbench
+    from workbench.store import Store
+    from workbench.ui.live import LiveRun
+    from workbench.ui.state import AppState
+
+    with Store(tmp_path / "wb.duckdb") as store:
+        service = Workbench(store)
+        run = service.create_external_run(name="tracked", device="cpu")
+        live = LiveRun(AppState(service=service, run_id=run.run_id, defer_peak=True))
+        assert live.run_state == "running" and live.epoch_points == 0
+        service.log_metrics(run.run_id, {
+            "key": ["loss", "acc", "system/cpu_percent", "system/rss_bytes", "loss"],
+            "value": [2.0, 0.1, 50.0, 2.0**20 * 3, 1.5], "step": [0, 0, 0, 0, 1]})
+        assert live.poll()  # drawn from the bus event, not re-read from the store
+        figs = live.figures()
+        loss = next(t for t in figs["loss"].data if t.name == "loss")
+        assert list(loss.x) == [0, 1] and list(loss.y) == [2.0, 1.5]
+        assert [t.name for t in figs["accuracy"].data] == ["acc"]
+        system = {t.name: list(t.y) for t in figs["throughput"].data}
+        assert system == {"system/cpu_percent": [50.0], "system/rss_bytes": [3.0]}  # MiB
+        assert live.epoch_points == 2
+        service.finish_external_run(run.run_id)
+        live.poll()
+        assert live.run_state == "succeeded"
+        # reopened later: the same charts from the store
+        again = LiveRun(AppState(service=service, run_id=run.run_id, defer_peak=True))
+        assert {t.name for t in again.figures()["loss"].data} == {"loss"}
+        assert again.epoch_points == 2

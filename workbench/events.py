@@ -31,6 +31,7 @@ batches, and end with ``run.completed`` / ``run.failed`` / ``run.cancelled`` sen
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -86,3 +87,18 @@ def fan_out(*sinks: Sink | None) -> Sink:
             s(event)
 
     return sink
+
+
+def metric_points(data: Any) -> list[tuple[str, float, int | None]]:
+    """The ``(key, value, step)`` points of a ``metrics`` event's data (its equal-length
+    ``key``/``value``/``step`` columns), skipping non-finite or non-numeric values: what a
+    live chart of a tracked run draws."""
+    keys, values = data.get("key") or [], data.get("value") or []
+    steps = data.get("step") or [None] * len(values)
+    out: list[tuple[str, float, int | None]] = []
+    for key, value, step in zip(keys, values, steps):
+        if (isinstance(key, str) and isinstance(value, (int, float))
+                and not isinstance(value, bool) and math.isfinite(value)):
+            out.append((key, float(value), int(step) if isinstance(step, (int, float))
+                        and not isinstance(step, bool) else None))
+    return out

@@ -107,6 +107,8 @@ class NotebookRun:
         self.client = workbench_client
         self.run_id = run_id
         self.history: list[dict[str, Any]] = []
+        # a tracked run (workbench.track): its logged loss/accuracy points, {name: {step: v}}
+        self.logged: dict[str, dict[int, float]] = {}
         self.error: str | None = None
         self.state = "queued"
         self._done = threading.Event()
@@ -167,11 +169,32 @@ class NotebookRun:
                 f"<code>val acc {data.get('val_accuracy') or 0:.3f} · "
                 f"{data.get('samples_per_s', 0):,.0f} samples/s · "
                 f"{data.get('total_tflops', 0):.3g} TFLOPS</code>")
+        elif kind == ev.METRICS:
+            self._on_points(ev.metric_points(data))
         elif kind in ev.TERMINAL:
             if kind == ev.RUN_FAILED:
                 self.error = str(data.get("error"))
             self._finish({ev.RUN_COMPLETED: "succeeded", ev.RUN_FAILED: "failed",
                           ev.RUN_CANCELLED: "cancelled"}[kind])
+
+    def _on_points(self, points: list[tuple[str, float, int | None]]) -> None:
+        """A tracked run's logged points: names with "loss" on the loss axis, with "acc" on
+        the accuracy axis, by step (the rest are in ``wb.runs()`` and ``wb.sql``)."""
+        self.state = "running"
+        for name, value, step in points:
+            if "loss" in name.lower() or "acc" in name.lower():
+                series = self.logged.setdefault(name, {})
+                series[len(series) if step is None else step] = value
+        with self.figure.batch_update():
+            self.figure.layout.xaxis.title = "step"
+            traces = {t.name: t for t in self.figure.data}
+            for name, series in self.logged.items():
+                if name not in traces:
+                    self.figure.add_scatter(x=[], y=[], name=name, mode="lines",
+                                            yaxis="y" if "loss" in name.lower() else "y2")
+                    traces[name] = self.figure.data[-1]
+                steps = sorted(series)
+                traces[name].x, traces[name].y = steps, [series[s] for s in steps]
 
     def _finish(self, state: str) -> None:
         if self._done.is_set():
@@ -196,8 +219,8 @@ class NotebookRun:
         return self.record.get("param_id")
 
     def points(self) -> int:
-        """Epoch points currently in the figure."""
-        return len(self.figure.data[0].x or ())
+        """Epoch points currently in the figure (a tracked run: the longest logged series)."""
+        return max((len(t.x or ()) for t in self.figure.data), default=0)
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
         """Block until the run ends (and the figure has every epoch); returns the run."""

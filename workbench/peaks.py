@@ -116,3 +116,15 @@ def observe(device: str, achieved: float | None, *, probe: bool = True) -> float
     if probe:
         measure(device)
     return _raise_to(device, achieved, "achieved").tflops
+
+
+def share_of_peak(device: str, achieved: float | None) -> float | None:
+    """``achieved`` as a share of the stored peak, never above 1 (an achieved figure above it
+    raises the stored peak); None before the device's first probe. Never probes: a training
+    loop calls this every epoch."""
+    current = stored(device)
+    if current is None or achieved is None or current.tflops <= 0:
+        return None
+    if achieved > current.tflops:
+        current = _raise_to(device, achieved, "achieved")
+    return achieved / current.tflops

@@ -92,7 +92,9 @@ class RunPublic(BaseModel):
     epochs_total: int
     metrics: dict[str, float | None] = Field(
         description="latest epoch: train_loss, train_accuracy, val_loss, val_accuracy, "
-        "samples_per_s, *_tflops, ..."
+        "samples_per_s, *_tflops, share_of_peak (of the device's measured matmul peak, "
+        "0..1, when one is stored), mfu (of the GPU's spec-sheet dense peak for the "
+        "dtype in use; known GPUs only), ..."
     )
     param_id: str | None = Field(default=None, description="only once succeeded")
     error: str | None = Field(default=None, description="why a run failed")

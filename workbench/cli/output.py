@@ -40,13 +40,18 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     console(width).print(table)
 
 
+# Shares of a whole (0..1) shown as percentages: of the measured peak, of the spec sheet's.
+SHARES = ("share_of_peak", "mfu")
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(show_header=False, box=None)
     for key, value in summary.items():
         if isinstance(value, float):
-            value = f"{value:,.6g}" if "tflops" in key else f"{value:,.4f}"
+            value = (f"{value:,.6g}" if "tflops" in key else f"{100 * value:.1f}%"
+                     if key in SHARES else f"{value:,.4f}")
         table.add_row(key, str(value))
     console().print(table)
 

@@ -186,7 +186,7 @@ def summary_of(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
     }
     for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
                  "test_accuracy", "samples_per_s", "forward_tflops", "backward_tflops",
-                 "total_tflops"):
+                 "total_tflops", "share_of_peak", "mfu"):
         value = m.get(name, progress.evaluation.get(name))
         if value is not None:
             summary[name] = value

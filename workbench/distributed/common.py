@@ -85,6 +85,15 @@ def device_report(flops_fwd: float, flops_bwd: float, fwd_s: float, bwd_s: float
     }
 
 
+JOB_TFLOPS = ("forward_tflops", "backward_tflops", "total_tflops")
+
+
+def job_tflops(devices: dict[str, dict[str, float]]) -> dict[str, float]:
+    """A job's TFLOPS from its devices': the sum per figure (devices compute side by side, so
+    their rates add up). The one place a job figure is derived from device figures."""
+    return {k: sum(float(d[k]) for d in devices.values()) for k in JOB_TFLOPS}
+
+
 def epoch_metrics(
     *,
     epoch: int,
@@ -101,7 +110,12 @@ def epoch_metrics(
     world_size: int,
 ) -> dict[str, Any]:
     """The ``epoch`` event's data: the engine's metric names plus ``devices`` (per-device
-    forward/backward/total TFLOPS), ``strategy`` and ``world_size``."""
+    forward/backward/total TFLOPS), ``strategy`` and ``world_size``.
+
+    One source of truth: the job's ``forward_tflops``, ``backward_tflops`` and ``total_tflops``
+    are the **sums** of its devices' figures (:func:`job_tflops`; each device's is its FLOPs
+    over its own compute time), so the job total and the per-device figures always agree.
+    ``wall_tflops`` is the end-to-end rate: the job's FLOPs over the epoch's wall time."""
     val_loss_sum, val_correct, n_val = val
     fwd_s = sum(d["forward_time_s"] for d in devices.values())
     bwd_s = sum(d["backward_time_s"] for d in devices.values())
@@ -115,11 +129,8 @@ def epoch_metrics(
         "val_accuracy": val_correct / n_val if n_val else None,
         "epoch_time_s": time.perf_counter() - t0,
         "samples_per_s": samples / train_s if train_s > 0 else 0.0,
-        # Achieved rates over the compute time of all devices together ...
-        "forward_tflops": tflops(fwd * samples, fwd_s),
-        "backward_tflops": tflops(bwd * samples, bwd_s),
-        # ... and the job's end-to-end rate over the epoch's wall time.
-        "total_tflops": tflops((fwd + bwd) * samples, train_s),
+        **job_tflops(devices),
+        "wall_tflops": tflops((fwd + bwd) * samples, train_s),
         "forward_time_s": fwd_s,
         "backward_time_s": bwd_s,
         "peak_memory_bytes": 0,

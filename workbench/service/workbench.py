@@ -40,7 +40,7 @@ from ..spec import (
 from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, RunsTable, Store
 from ..train import TrainResult
 from ..train.job import RunSpec, execute
-from . import compare
+from . import compare, projection
 from .bus import EventBus
 from .errors import Conflict, InvalidInput, NotFound, QueueFull
 from .inference import ModelCache, build_loaded, check_inputs, forward, loaded_from_blob
@@ -451,14 +451,19 @@ class Workbench:
     def record_event(self, event: ev.Event) -> None:
         """The write path for training events: store, invalidate the run cache, publish."""
         run_id = event.get("run_id")
+        stored = True
         try:
             # The log id travels with the live event: a face that replays the log from its
             # last id and then follows live events sees each event exactly once.
             event = {**event, "id": self.store.apply_event(event)}
         except Exception:
+            stored = False
             log.exception("could not store %s event of %s", event.get("type"), run_id)
         if isinstance(run_id, str):
-            self._invalidate(run_id)
+            if stored:
+                self._project(run_id, event)
+            else:
+                self._invalidate(run_id)
         self.bus.publish(event)
         if event.get("type") in ev.TERMINAL and isinstance(run_id, str):
             with self._lock:
@@ -466,11 +471,36 @@ class Workbench:
                     self._ended.add(run_id)
             self._pump()
 
+    def _project(self, run_id: str, event: ev.Event) -> None:
+        """Apply a stored event to the cached record of its run (``projection``): status
+        reads of a training run stay in memory instead of re-reading DuckDB per event."""
+        with self._runs_lock:
+            cached = self._runs.get(run_id)
+            if cached is None:
+                if event.get("type") == ev.STEP:
+                    return  # nothing cached, and a step changes nothing a record shows
+                self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
+                return
+            after = projection.project(cached, event)
+            if after is projection.UNCHANGED:
+                return
+            self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
+            if isinstance(after, RunRecord):
+                self._runs[run_id] = after
+            else:  # projection.DROP
+                self._runs.pop(run_id, None)
+
     def _invalidate(self, run_id: str) -> None:
         """The run changed: drop its cached record (and any read racing with the change)."""
         with self._runs_lock:
             self._run_gen[run_id] = self._run_gen.get(run_id, 0) + 1
             self._runs.pop(run_id, None)
+
+    def cached_run(self, run_id: str) -> RunRecord | None:
+        """The run's in-memory record if there is one (never touches the store: an async
+        handler may call this on the event loop, and ``get_run`` off it otherwise)."""
+        with self._runs_lock:
+            return self._runs.get(run_id)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._runs_lock:

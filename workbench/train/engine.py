@@ -26,6 +26,7 @@ from .early_stopping import EarlyStopping
 from .optim import Impl, make_optimizer, optimizer_impl
 from .steps import EagerStep, GraphedStep
 from .timing import peak_memory_bytes, phase_timer
+from .utilisation import utilisation
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
                 "backward_time_s": backward_s,
                 "peak_memory_bytes": peak_memory_bytes(device),
             }
+            metrics.update(utilisation(device, metrics["total_tflops"]))
             first_step = global_step - steps_per_epoch
             for slot, loss in zip(sampled, step_losses.tolist()):
                 sink(ev.make_event(ev.STEP, run_id, epoch=epoch, step=first_step + slot + 1, loss=loss))

@@ -23,6 +23,7 @@ from .. import events as ev
 from .. import peaks
 from .state import AppState, known_peak, peak
 from .theme import escape_html, escape_markdown, html, mark_empty
+from .tracked import TrackedSeries
 
 POLL_MS = 250
 NO_RUN = ("No run selected: set the hyperparameters on the left and press ▶ Launch training, "
@@ -54,6 +55,16 @@ def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
+def mfu_label(epoch: dict[str, Any]) -> str:
+    """``"41.2% of bf16 spec"``: the epoch's MFU (reported by the training process on GPUs of
+    known spec), or "–" (CPU, an unknown GPU: not guessed)."""
+    mfu = epoch.get("mfu")
+    if not isinstance(mfu, (int, float)):
+        return "–"
+    dtype = epoch.get("matmul_dtype")  # in the live event; not kept in the store
+    return f"{100 * mfu:.1f}%" + (f" of {escape_html(str(dtype))} spec" if dtype else "")
+
+
 class LiveRun(Viewer):
     """Charts and controls of ``state.run_id``."""
 
@@ -65,7 +76,8 @@ class LiveRun(Viewer):
     error = param.String(default="", doc="the failure message of a failed run")
     device = param.String(default="")
     peak_tflops = param.Number(default=None, allow_None=True)
-    epoch_points = param.Integer(default=0, doc="epochs drawn on the charts")
+    epoch_points = param.Integer(default=0, doc="epochs drawn on the charts (a tracked run: "
+                                 "points of its longest charted series)")
 
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
@@ -75,6 +87,8 @@ class LiveRun(Viewer):
         self._history: dict[int, dict[str, Any]] = {}
         self._steps: dict[int, float] = {}
         self._started: dict[str, Any] = {}
+        self._tracked = TrackedSeries()  # a workbench.track run: whatever it logs, by step
+        self._external = False
         self._dirty = False
         self._callback: Any = None
         empty = self.figures()  # no run yet: honest axes and what to do, from the first render
@@ -99,6 +113,7 @@ class LiveRun(Viewer):
         with self._lock:
             self._inbox.clear()
         self._history, self._steps, self._started = {}, {}, {}
+        self._tracked, self._external = TrackedSeries(), False
         self.run_id, self.error, self.epoch, self.epoch_points = run_id, "", 0, 0
         if not run_id:
             self.run_state = ""
@@ -111,8 +126,11 @@ class LiveRun(Viewer):
         self.run_state, self.epochs_total, self.epoch = run.state, run.epochs_total, run.epoch
         self.error = run.error or ""
         self._set_device(run.device, run.target)
+        self._external = run.target == ev.EXTERNAL_TARGET
         for m in service.store.get_metrics(run_id):
-            if m.name == "step_loss":
+            if self._external:
+                self._tracked.add(m.name, m.value, m.step)
+            elif m.name == "step_loss":
                 if m.step is not None:
                     self._steps[m.step] = m.value
             else:
@@ -157,6 +175,10 @@ class LiveRun(Viewer):
                 # Faster than the stored peak: the peak was low. Raise it (workbench.peaks),
                 # so "share of peak" never passes 100 %.
                 self.peak_tflops = peaks.observe(self.device or "cpu", total, probe=False)
+        elif kind == ev.METRICS:  # a tracked run's batch of logged points
+            self._external = True
+            for name, value, step in ev.metric_points(data):
+                self._tracked.add(name, value, step)
         elif kind == ev.RUN_COMPLETED:
             self.run_state = "succeeded"
             self.state.param.trigger("runs_changed")
@@ -201,6 +223,8 @@ class LiveRun(Viewer):
 
     def figures(self) -> dict[str, go.Figure]:
         """The four charts for the current data (also used by tests)."""
+        if self._external:
+            return self._tracked_figures()
         figs = {k: self._empty(k) for k in CHARTS}
         line = dict(mode="lines+markers")
         steps = sorted(self._steps)
@@ -240,6 +264,12 @@ class LiveRun(Viewer):
                        y_range=(0, max(self.peak_tflops or 1, 1)) if key == "tflops" else (0, 1))
         return figs
 
+    def _tracked_figures(self) -> dict[str, go.Figure]:
+        figs = self._tracked.figures(_layout)
+        for fig in figs.values():
+            mark_empty(fig, "waiting for the first logged point", y_range=(0, 1))
+        return figs
+
     def _steps_per_epoch(self) -> float | None:
         if self._history:
             last = max(self._history)
@@ -255,7 +285,8 @@ class LiveRun(Viewer):
         self._cancel.visible = active  # no dead control while nothing can be cancelled
         for key, fig in self.figures().items():
             self._panes[key].object = fig
-        self.epoch_points = len(self._series("train_loss")[0])
+        self.epoch_points = (len(self._tracked) if self._external
+                             else len(self._series("train_loss")[0]))
 
     @param.depends("run_id", "run_state", "epoch", "epochs_total", "device", "peak_tflops",
                    "error")
@@ -282,6 +313,7 @@ class LiveRun(Viewer):
                          f"{fmt(last.get('forward_tflops'), '{:.3g}')} / "
                          f"{fmt(last.get('backward_tflops'), '{:.3g}')}")
             + kpi.format("share of peak", share)
+            + kpi.format("MFU", mfu_label(last))
             + kpi.format("device", escape_html(self.device or "–"))
             + "</div>"
             # a plain HTML bar: Panel's Progress widget re-sends CDN stylesheet URLs on update

@@ -7,6 +7,7 @@ import threading
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from ...store import RunRecord
 from ..deps import ServiceDep
@@ -27,7 +28,11 @@ _bodies_lock = threading.Lock()
             dependencies=[Depends(requires("read"))])
 async def get_run(run_id: str, service: ServiceDep) -> Response:
     """State, epoch, latest metrics and (once succeeded) the param_id of a run."""
-    run = service.get_run(run_id)
+    # In memory for active runs (the service projects their events); a store read, when one
+    # is needed, runs off the event loop so it never stalls the other requests.
+    run = service.cached_run(run_id)
+    if run is None:
+        run = await run_in_threadpool(service.get_run, run_id)
     cached = _bodies.get(run_id)
     if cached is not None and cached[0] is run:
         body = cached[1]

@@ -34,6 +34,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...distributed.trainer import TrainerError, TrainerService
@@ -184,7 +185,7 @@ def _guard(fn):
 @_guard
 async def create_job(request: Request) -> Response:
     """Create a training job from ``model_config.layer_sizes`` and ``dataset_config``."""
-    job = _trainer(request).create_job(await _body(request))
+    job = await run_in_threadpool(_trainer(request).create_job, await _body(request))
     return JSONResponse({"message": "Job created successfully", "job_id": job.job_id})
 
 
@@ -196,7 +197,7 @@ ACTIVE_STATES = frozenset({"created", "initialized", "training"})
 async def list_jobs(request: Request, finished: bool = False) -> Response:
     """The active jobs (created, initialized, training), oldest first, as the document says
     ("Retrieves all active jobs"); ``?finished=true`` lists completed and failed ones too."""
-    jobs = _trainer(request).jobs.list_jobs()
+    jobs = await run_in_threadpool(_trainer(request).jobs.list_jobs)
     return JSONResponse({"jobs": [job_view(j) for j in jobs
                                   if finished or j.status in ACTIVE_STATES]})
 
@@ -204,15 +205,20 @@ async def list_jobs(request: Request, finished: bool = False) -> Response:
 @router.get("/jobs/{job_id}", dependencies=_needs("read"))
 @_guard
 async def get_job(job_id: str, request: Request) -> Response:
-    """One job: status, device count, allocation and training progress."""
-    return JSONResponse(job_view(_trainer(request).get_job(job_id)))
+    """One job: status, device count, allocation and training progress.
+
+    ``progress.devices`` holds each device's forward/backward/total TFLOPS (its FLOPs over its
+    own compute time); the job's figures in ``progress.metrics`` (and in the run's epoch
+    metrics) are their **sum**, so they always agree; ``wall_tflops`` is the job's FLOPs over
+    the epoch's wall time."""
+    return JSONResponse(job_view(await run_in_threadpool(_trainer(request).get_job, job_id)))
 
 
 @router.post("/devices/register", dependencies=_needs("admin"))
 @_guard
 async def register_device(request: Request) -> Response:
     """Register a ``workbench worker`` (ip, port) with a job; 409 if already registered."""
-    device_id = _trainer(request).register_device(await _body(request))
+    device_id = await run_in_threadpool(_trainer(request).register_device, await _body(request))
     return JSONResponse({"message": "Device registered successfully", "device_id": device_id})
 
 
@@ -222,7 +228,7 @@ async def unregister_device(port: str, request: Request) -> Response:
     """Unregister the device(s) on ``port``."""
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise TrainerError(400, f"port: expected a number from 1 to 65535, got {port!r}")
-    _trainer(request).unregister_device(int(port))
+    await run_in_threadpool(_trainer(request).unregister_device, int(port))
     return JSONResponse({"message": "Device unregistered successfully"})
 
 
@@ -230,8 +236,6 @@ async def unregister_device(port: str, request: Request) -> Response:
 @_guard
 async def initialize_network(job_id: str, request: Request) -> Response:
     """Measure the job's devices and allocate consecutive layers to them by FLOPs."""
-    from starlette.concurrency import run_in_threadpool
-
     await run_in_threadpool(_trainer(request).initialize, job_id)
     return JSONResponse({"message": "Network initialized successfully"})
 
@@ -244,10 +248,11 @@ async def train_network(
 ) -> Response:
     """Start pipeline-parallel training across the job's devices (returns at once)."""
     body = await _body(request, optional=True)
-    req = _trainer(request).train(job_id, body)
-    run_id = _trainer(request).get_job(job_id).run_id
+    req = await run_in_threadpool(_trainer(request).train, job_id, body)
+    run_id = (await run_in_threadpool(_trainer(request).get_job, job_id)).run_id
     if run_id:  # who may cancel the session's run (POST /api/runs/<run_id>/cancel)
-        record_run_owner(request.app.state.service, run_id, key, via="trainer.train")
+        await run_in_threadpool(record_run_owner, request.app.state.service, run_id, key,
+                                via="trainer.train")
     return JSONResponse({"message": "Training started", "epochs": req.epochs,
                          "learning_rate": req.learning_rate})
 
@@ -256,4 +261,4 @@ async def train_network(
 @_guard
 async def previous_teraflops(request: Request) -> Response:
     """Per-device forward/backward/total TFLOPS of every finished training session."""
-    return JSONResponse(_trainer(request).previous_teraflops())
+    return JSONResponse(await run_in_threadpool(_trainer(request).previous_teraflops))
