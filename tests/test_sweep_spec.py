@@ -58,3 +58,27 @@ def test_validation_data_is_needed_for_a_validation_objective():
     with pytest.raises(SubmitError) as caught:
         check_spec(spec, input_size=784, classes=10)
     assert caught.value.field == "objective.metric"
+
+
+def test_a_sweep_left_running_by_a_dead_owner_is_interrupted(tmp_path):
+    """A journal whose sweep says "running" with nobody driving it (its owner was killed):
+    the next owner shows it interrupted, its running trial failed."""
+    from workbench.service import Workbench
+    from workbench.store import Store
+    from workbench.sweeps import study as studies
+
+    spec = SweepSpec.model_validate({"space": {"lr": {"low": 1e-4, "high": 0.1}}})
+    left = studies.create(tmp_path / "sweeps", "s_0123456789ab", spec, {
+        "spec": spec.model_dump(mode="json", exclude_none=True), "experiment": "sweep-x",
+        "state": "running", "created_at": "2026-01-01T00:00:00+00:00", "finished_at": None,
+        "error": None})
+    left.ask(studies.distributions(spec))
+    service = Workbench(Store(tmp_path / "workbench.duckdb"), max_workers=0)
+    try:
+        sweep = service.sweeps.get("s_0123456789ab")
+        assert (sweep["state"], sweep["error"]) == ("interrupted", "the owner that ran it stopped")
+        assert [t["state"] for t in sweep["trials"]] == ["failed"]
+        assert sweep["trials"][0]["error"] == "interrupted"
+        assert [s["sweep_id"] for s in service.sweeps.list()] == ["s_0123456789ab"]
+    finally:
+        service.close()
