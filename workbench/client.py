@@ -290,6 +290,57 @@ class Client:
             if bar is not None:
                 bar.close()
 
+    # -- sweeps (workbench.sweeps) -------------------------------------------------------------
+    def sweep(self, spec: dict[str, Any], *, wait: bool = False, timeout: float | None = None,
+              progress: bool = True) -> dict[str, Any]:
+        """Start a sweep (``workbench.sweeps.spec``); with ``wait``, follow it to the end."""
+        sweep = self._request("POST", "/sweeps", json=spec)
+        if wait:
+            return self.wait_sweep(sweep["sweep_id"], timeout=timeout, progress=progress)
+        return sweep
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep, newest first (state, trial counts, best so far)."""
+        return self._request("GET", "/sweeps")["items"]
+
+    def get_sweep(self, sweep_id: str, *, importance: bool = False) -> dict[str, Any]:
+        """One sweep with every trial (and fANOVA parameter importances)."""
+        return self._request("GET", f"/sweeps/{sweep_id}",
+                             params={"importance": "true"} if importance else None)
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/sweeps/{sweep_id}/cancel")
+
+    def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll: float = 1.0,
+                   progress: bool = True) -> dict[str, Any]:
+        """Poll until the sweep has ended (TimeoutError after ``timeout`` s); a tqdm bar of
+        trials done, with pruned, failed and the best value so far. Returns the sweep."""
+        from tqdm.auto import tqdm
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        try:
+            while True:
+                sweep = self.get_sweep(sweep_id)
+                counts = sweep["counts"]
+                if progress:
+                    if bar is None:
+                        bar = tqdm(total=sweep["budget_trials"], unit="trial",
+                                   desc=sweep["name"][:20])
+                    bar.n = counts["complete"] + counts["pruned"] + counts["failed"]
+                    best = sweep["best"]
+                    bar.set_postfix(running=counts["running"], pruned=counts["pruned"],
+                                    failed=counts["failed"],
+                                    best="-" if best is None else f"{best['value']:.4g}")
+                if sweep["state"] != "running":
+                    return sweep
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+
     # -- external runs (workbench.track) ------------------------------------------------------
     def create_run(self, name: str, *, experiment: str = "default",
                    config: dict[str, Any] | None = None, tags: Sequence[str] = (),

@@ -4,6 +4,7 @@
     b = wb.builder()                      # the architecture builder as a widget
     run = wb.train(b.architecture, {"epochs": 5}, limit=5000)   # live progress + FigureWidget
     run.wait(); wb.runs()                 # a DataFrame of every run, newest first
+    wb.sweep({"space": {"lr": {"low": 1e-4, "high": 0.1, "log": True}}})  # an Optuna sweep
     wb.infer(run.param_id, x)             # x: (n, 784) normalized inputs
     wb.app()                              # the whole app inline (through JupyterLab's proxy)
 
@@ -344,6 +345,44 @@ def report(run_ids: list[str], path: str | None = None, *, metrics: list[str] | 
     from IPython.display import HTML
 
     return HTML(page)
+
+
+def sweep(spec: dict[str, Any] | None = None, *, wait: bool = True,
+          timeout: float | None = None, **fields: Any) -> Any:
+    """Run an Optuna sweep (``workbench.sweeps.spec``; keyword fields are merged into
+    ``spec``): with ``wait`` a live bar of trials, then its trials as a DataFrame (``.attrs``
+    holds the sweep: ``best``, ``sweep_id``, ``state``); else the sweep as started."""
+    c = client()
+    started = c.sweep({**(spec or {}), **fields})
+    if not wait:
+        return started
+    return sweep_trials(c.wait_sweep(started["sweep_id"], timeout=timeout)["sweep_id"])
+
+
+def sweep_trials(sweep_id: str) -> Any:
+    """A sweep's trials as a DataFrame: number, state, value, one column per parameter,
+    layer sizes, run id (``.attrs``: the sweep, with parameter importances)."""
+    import pandas as pd
+
+    data = client().get_sweep(sweep_id, importance=True)
+    rows = [{"trial": t["number"], "state": t["state"], data["objective"]: t["value"],
+             **t["params"], "layers": "-".join(map(str, t["layer_sizes"] or [])),
+             "run_id": t["run_id"], "error": t["error"]} for t in data["trials"]]
+    frame = pd.DataFrame(rows)
+    frame.attrs.update({k: v for k, v in data.items() if k != "trials"})
+    return frame
+
+
+def sweeps() -> Any:
+    """Every sweep as a DataFrame, newest first: state, trials done, pruned, best value."""
+    import pandas as pd
+
+    rows = [{"sweep_id": s["sweep_id"], "name": s["name"], "state": s["state"],
+             "experiment": s["experiment"], "trials": s["counts"]["total"],
+             "pruned": s["counts"]["pruned"], "objective": s["objective"],
+             "best": (s["best"] or {}).get("value"), "best_run": (s["best"] or {}).get("run_id"),
+             "created_at": s["created_at"]} for s in client().sweeps()]
+    return pd.DataFrame(rows)
 
 
 def sql(query: str, *, limit: int = 10_000) -> Any:

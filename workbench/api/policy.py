@@ -29,6 +29,9 @@ cancelling a run (``POST /api/runs/{id}/    ``train`` for a run the key started 
 cancel``, ``DELETE /api/v1/tasks/{id}``)    ``run.owner`` event), ``admin`` for any other run,
                                             including runs with no recorded owner (CLI, app,
                                             trainer API in open mode, older runs)
+creating a sweep (``POST /api/sweeps``),    ``train``; cancelling: ``train`` for a sweep the
+cancelling one (``.../{id}/cancel``)        key created (its trials' runs are that key's too),
+                                            ``admin`` for any other
 API keys (``/api/v1/auth/keys``), compute   ``admin``
 nodes (``POST``/``DELETE /api/v1/nodes``),
 trainer devices (``/api/devices/...``)
@@ -240,8 +243,17 @@ async def _check_owner(request: Request, req: Requirement, record: ApiKeyRecord,
     value = request.path_params.get(req.owner_param)
     if not isinstance(value, str):
         return
-    run_id = _run_id(value)
     service = request.app.state.service
+    if req.owner_param == "sweep_id":  # a sweep (workbench.sweeps): the key that created it
+        try:
+            owner = await run_in_threadpool(service.sweeps.owner, value)
+        except KeyError:
+            return  # unknown: the route answers 404
+        if owner != record.key_id:
+            who = "another key" if owner else "no recorded key"
+            raise family.forbidden(record, req.others, f"sweep {value} was created by {who}")
+        return
+    run_id = _run_id(value)
     if not run_id.startswith("r_") or service.store.get_run(run_id) is None:
         return  # unknown: the route answers 404
     owner = await run_in_threadpool(run_owner, service, run_id)

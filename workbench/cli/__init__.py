@@ -6,6 +6,7 @@
     workbench runs --state succeeded
     workbench sql "SELECT name, avg(value) FROM metrics GROUP BY name"
     workbench keys create --name ci --scopes read,train
+    workbench sweep spec.json                        # an Optuna sweep, live; workbench sweeps
     workbench serve                                  # the app and REST API on :8765
 
 Every command but ``serve`` and ``worker`` goes through the front door (``workbench.frontdoor``):
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import keys, nodes, owner, queries, training
+from . import keys, nodes, owner, queries, sweeps, training
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parsers(sub)
     nodes.add_parsers(sub)
     owner.add_parsers(sub)
+    sweeps.add_parsers(sub)
 
     p = sub.add_parser("worker", help="run a worker that joins distributed training jobs")
     p.add_argument("--port", type=int, default=5001, help="TCP port to listen on")

@@ -96,6 +96,23 @@ class Workbench:
         self._run_gen: dict[str, int] = {}
         self._runs_lock = threading.Lock()
         self._models = ModelCache()
+        self._sweeps: Any = None  # workbench.sweeps.manager.Sweeps, made on first use
+
+    # ---- sweeps (workbench.sweeps): Optuna searches whose trials are runs of this service --
+    @property
+    def sweeps(self) -> Any:
+        """The ``Sweeps`` facade (create, list, get, cancel); studies under ``<home>/sweeps``."""
+        with self._lock:
+            if self._sweeps is None:
+                from pathlib import Path
+
+                from ..store.connection import MEMORY
+                from ..sweeps.manager import Sweeps
+
+                home = get_settings().home if str(self.store.path) == MEMORY \
+                    else Path(self.store.path).parent
+                self._sweeps = Sweeps(self, home / "sweeps")
+            return self._sweeps
 
     # ---- executors -------------------------------------------------------------------------
     def register_executor(self, target: str, executor: Executor) -> None:
@@ -827,6 +844,8 @@ class Workbench:
     def close(self) -> None:
         """Stop dispatching; runs still training are failed "interrupted (server shut down)"
         and their workers stopped; queued runs stay queued for the next start."""
+        if self._sweeps is not None:
+            self._sweeps.close()  # running sweeps end "interrupted", before their runs fail
         with self._lock:
             if self._closed:
                 return

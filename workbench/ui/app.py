@@ -1,4 +1,5 @@
-"""The workbench app: the builder, launch panel, live view, runs, playground and devices as tabs.
+"""The workbench app: the builder, launch panel, live view, runs, sweeps, playground and devices
+as tabs.
 
 This module only composes; each view lives in its own module and talks to the shared
 ``AppState`` and, through it, to the service. Served pages load plotly.js and Tabulator (5 MB
@@ -26,13 +27,14 @@ from .live import LiveRun
 from .playground import Playground
 from .runs import RunsView
 from .state import AppState
+from .sweeps_view import SweepsView
 from .theme import HEADER_CSS, html
 
 TITLE = "nn-workbench"
-TABS = ("Build", "Train", "Runs", "Playground", "Devices")
+TABS = ("Build", "Train", "Runs", "Sweeps", "Playground", "Devices")
 # The browser libraries each tab's views need (the Build tab needs none).
-NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Playground": ("plotly",),
-         "Devices": ("plotly",)}
+NEEDS = {"Train": ("plotly",), "Runs": ("plotly", "tabulator"), "Sweeps": ("plotly",),
+         "Playground": ("plotly",), "Devices": ("plotly",)}
 PEAK_POLL_MS, PEAK_POLLS = 250, 120
 
 
@@ -130,8 +132,8 @@ class WorkbenchApp(Viewer):
                 pn.Column(self.views["live"], sizing_mode="stretch_width", margin=(10, 16)),
                 sizing_mode="stretch_width")
         else:
-            view = {"Runs": RunsView, "Playground": Playground, "Devices": DevicesView}[tab](
-                self.state)
+            view = {"Runs": RunsView, "Sweeps": SweepsView, "Playground": Playground,
+                    "Devices": DevicesView}[tab](self.state)
             self.views[tab.lower()] = view
             body = pn.Column(view, margin=(10, 16), sizing_mode="stretch_width")
         slot.objects = [body]
