@@ -115,7 +115,7 @@ class KernelRun:
         with self._lock:
             if self.terminal is not None:
                 return
-            if event.get("type") in ev.TERMINAL:
+            if event.get("type") in ev.ENDS_EXECUTION:
                 self.terminal = event["type"]
             elif event.get("type") == ev.EPOCH:
                 self.epochs_delivered += 1

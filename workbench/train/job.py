@@ -40,6 +40,11 @@ class RunSpec(BaseModel):
     strategy: Literal["single", "ddp", "pipeline"] = "single"
     world_size: int = Field(default=1, ge=1, le=64)
     workers: list[str] = Field(default_factory=list, max_length=64)
+    # Checkpoints (workbench.train.checkpoint): a checkpoint every N epochs (0: only on pause),
+    # and the one a resumed run continues from (safetensors + its JSON state).
+    checkpoint_every: int = Field(default=0, ge=0, le=100_000)
+    resume_checkpoint_b64: str | None = None
+    resume_state: dict[str, Any] | None = None
 
     def parsed(self) -> tuple[Network, Hyperparams]:
         arch = validate_network(self.architecture, allow_dropout=self.allow_dropout,
@@ -53,6 +58,7 @@ def execute(
     sink: ev.Sink | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = False,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Load the data and train. Failures (bad data, bad spec) become ``run.failed`` events."""
     sink = sink or ev.null_sink
@@ -68,6 +74,12 @@ def execute(
             from ..model import from_safetensors
 
             initial = from_safetensors(base64.b64decode(spec.initial_weights_b64))
+        resume = None
+        if spec.resume_checkpoint_b64:
+            from .checkpoint import Checkpoint
+
+            resume = Checkpoint.from_blob(base64.b64decode(spec.resume_checkpoint_b64),
+                                          spec.resume_state or {})
     except Exception as exc:
         run_id = spec.run_id if isinstance(spec, RunSpec) else str(spec.get("run_id", "?"))
         sink(ev.make_event(ev.RUN_FAILED, run_id, error=f"{type(exc).__name__}: {exc}"))
@@ -77,10 +89,12 @@ def execute(
         cuda_graph=spec.cuda_graph,
         initial_weights=initial,
         freeze=tuple(spec.freeze),
+        checkpoint_every=spec.checkpoint_every,
+        resume_from=resume,
     )
     gated = _TestEvaluation(sink, splits, batch_size=hp.batch_size)
     result = train(arch, hp, splits, run_id=spec.run_id, sink=gated, should_stop=should_stop,
-                   options=options)
+                   options=options, should_pause=should_pause)
     gated.finish(result)
     return result
 
