@@ -135,7 +135,8 @@ class _TestEvaluation:
             result.model.train(was_training)
             n = int(y.shape[0])
             self.sink(ev.make_event(
-                ev.EVALUATION, completed["run_id"], epoch=len(result.history), split="test",
+                ev.EVALUATION, completed["run_id"], epoch=completed["data"]["epochs_run"],
+                split="test",
                 test_loss=float(loss_sum.item()) / n, test_accuracy=int(correct.item()) / n,
                 n_test=n))
         self.sink(completed)

@@ -31,7 +31,8 @@ CHARTS = ("loss", "accuracy", "tflops", "throughput")
 SMOOTHING = 0.6  # EMA weight of the previous smoothed step loss
 COLORS = {"train": "#2563eb", "val": "#f97316", "step": "#94a3b8", "fwd": "#7c3aed",
           "bwd": "#db2777", "total": "#059669", "peak": "#ef4444", "mem": "#0891b2"}
-_STATE_COLORS = {"queued": "#667085", "running": "#2563eb", "succeeded": "#067647",
+_STATE_COLORS = {"queued": "#667085", "running": "#2563eb", "paused": "#6941c6",
+                 "succeeded": "#067647",
                  "failed": "#b42318", "cancelled": "#b54708"}
 
 
