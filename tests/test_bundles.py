@@ -28,7 +28,8 @@ def test_bad_bundles_are_refused_with_the_reason():
         archive.writestr("other.txt", "x")
     with pytest.raises(bundles.BundleError, match="no manifest.json"):
         bundles.read(empty.getvalue())
-    good = bundles.write({"run": {"run_id": "r_x"}, "model": {"architecture": mlp(8)}},
+    good = bundles.write({"run": {"run_id": "r_x", "state": "succeeded"},
+                          "model": {"architecture": mlp(8)}},
                          [[1, 10, "train_loss", 0.5, None]], [], None)
     assert bundles.read(good).epoch_metrics() == {(1, "train_loss"): 0.5}
     tampered = io.BytesIO()
@@ -39,6 +40,15 @@ def test_bad_bundles_are_refused_with_the_reason():
                          bundles.METRICS else data)
     with pytest.raises(bundles.BundleError, match="metrics.json does not match its SHA-256"):
         bundles.read(tampered.getvalue())
+    live = bundles.write({"run": {"run_id": "r_x", "state": "running"},
+                          "model": {"architecture": mlp(8)}}, [], [], None)
+    with pytest.raises(bundles.BundleError, match="run.state must be succeeded"):
+        bundles.read(live)
+    odd = bundles.write({"run": {"run_id": "r_x", "state": "failed"},
+                         "model": {"architecture": mlp(8)}}, [["one", 1, "loss", 1.0, None]],
+                        [], None)
+    with pytest.raises(bundles.BundleError, match="integer epoch"):
+        bundles.read(odd)
 
 
 def test_compare_reports_differences_and_missing_values():
@@ -93,5 +103,5 @@ def test_export_import_into_a_fresh_home_and_rerun_equal(server_factory, tmp_pat
     assert out.returncode == 0, out.stdout + out.stderr
     assert "equal:" in out.stdout and "val_accuracy" in out.stdout, out.stdout
     with second.http() as http:
-        rows = http.get("/api/runs/table", params={"filter": "tag:rerun"}).json()["rows"]
+        rows = http.get("/api/runs/table", params={"filter": "tag:rerun"}).json()["items"]
         assert len(rows) == 1 and rows[0]["state"] == "succeeded", json.dumps(rows)[:500]

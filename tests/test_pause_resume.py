@@ -34,15 +34,15 @@ def history(http, run_id: str) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def straight() -> list[tuple]:
-    """The uninterrupted run every resumed one must equal (trained here, one thread, as a
-    worker trains)."""
+    """The uninterrupted run every resumed one must equal (trained here with the threads a
+    worker or kernel trains with)."""
     import torch
 
-    from workbench.train.job import execute
+    from workbench.train.job import execute, set_training_threads
 
     events: list = []
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    set_training_threads()
     try:
         execute({"run_id": "r_straight", "architecture": mlp(32), "hyperparams": HP,
                  "device": "cpu", "limit": TRAIN["limit"], "offline": True}, sink=events.append)

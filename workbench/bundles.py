@@ -145,12 +145,25 @@ def read(data: bytes) -> Bundle:
         events = [json.loads(line) for line in contents.get(EVENTS, b"").splitlines() if line]
     except ValueError as exc:
         raise BundleError(f"bundle: metrics or events are not JSON ({exc})") from None
-    if not isinstance(metrics, list) or not all(isinstance(m, list) and len(m) == 5
-                                                for m in metrics):
+    if not isinstance(metrics, list) or not all(_metric_row(m) for m in metrics):
         raise BundleError(f"bundle: {METRICS} must be a list of [epoch, step, name, value, "
-                          "time] rows")
+                          "time] rows (integer epoch and step, string name, number value)")
+    if not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in events):
+        raise BundleError(f"bundle: every line of {EVENTS} must be an event with a 'type'")
+    if manifest["run"].get("state") not in ("succeeded", "failed", "cancelled"):
+        raise BundleError(f"bundle: run.state must be succeeded, failed or cancelled, got "
+                          f"{manifest['run'].get('state')!r}")
     return Bundle(manifest=manifest, metrics=metrics, events=events,
                   parameters=contents.get(PARAMETERS))
+
+
+def _metric_row(row: Any) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    return (isinstance(row, list) and len(row) == 5 and isinstance(row[0], int)
+            and (row[1] is None or isinstance(row[1], int)) and isinstance(row[2], str)
+            and (row[3] is None or number(row[3])))
 
 
 @dataclass

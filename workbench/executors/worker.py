@@ -50,12 +50,10 @@ def main() -> int:
             events_out.write(line + "\n")
             events_out.flush()
 
-    import torch
-
-    from workbench.train.job import execute
+    from workbench.train.job import execute, set_training_threads
 
     # Leave one core to the server that reads our events and answers status polls.
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    set_training_threads()
 
     try:
         execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set, should_pause=pause.is_set)

@@ -52,6 +52,18 @@ class RunSpec(BaseModel):
         return arch, Hyperparams.model_validate(self.hyperparams)
 
 
+def set_training_threads() -> None:
+    """The one thread policy of processes that train runs (the local worker, a kernel): every
+    core but one, left to whoever reads the events. CPU results depend on it (a reduction split
+    over another number of threads sums in another order), so a run resumed on another target
+    reproduces an uninterrupted one only when both train this way."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
 def execute(
     spec: RunSpec | dict[str, Any],
     *,
