@@ -245,6 +245,29 @@ class Client:
     def cancel(self, run_id: str) -> dict[str, Any]:
         return self._request("POST", f"/runs/{run_id}/cancel")
 
+    def pause(self, run_id: str) -> dict[str, Any]:
+        """Ask a run to checkpoint at the end of its epoch and stop ``paused``."""
+        return self._request("POST", f"/runs/{run_id}/pause")
+
+    def resume(self, run_id: str, *, target: str | None = None) -> dict[str, Any]:
+        """Queue a paused run again from its last checkpoint (on ``target`` to move it)."""
+        return self._request("POST", f"/runs/{run_id}/resume",
+                             json={"target": target} if target else {})
+
+    def export_bundle(self, run_id: str) -> bytes:
+        """The run as one portable bundle file (zip; see ``workbench.service.bundles``)."""
+        return self._request("GET", f"/runs/{run_id}/bundle", raw=True)
+
+    def rerun_bundle(self, bundle: bytes, *, target: str = "local") -> dict[str, Any]:
+        """Train a bundle's run again: ``{"original_run_id", "run": {...}}``."""
+        return self._request("POST", "/bundles/rerun", content=bundle, params={"target": target},
+                             headers={"Content-Type": "application/zip"})
+
+    def import_bundle(self, bundle: bytes) -> dict[str, Any]:
+        """Store a bundle's run in this home: ``{"run_id", "model_id", "param_id"}``."""
+        return self._request("POST", "/bundles", content=bundle,
+                             headers={"Content-Type": "application/zip"})
+
     def list_runs(self, model_id: str, *, limit: int = 20, cursor: str | None = None
                   ) -> dict[str, Any]:
         """One page: ``{"items": [...], "next_cursor": str | None}``."""

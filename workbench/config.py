@@ -141,6 +141,17 @@ class Settings(BaseModel):
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, doc="WORKBENCH_WEBHOOK_TIMEOUT_S: one delivery attempt's timeout",
     )
+    checkpoint_every: int = Field(
+        default=0, ge=0,
+        doc="WORKBENCH_CHECKPOINT_EVERY: runs checkpoint every N epochs unless they say "
+            "otherwise (checkpoint_every); 0: only when paused",
+    )
+    auto_resume: bool = Field(
+        default=False,
+        doc="WORKBENCH_AUTO_RESUME=1: a run its owner's death interrupted is resumed from its "
+            "last checkpoint (or from the start) when the next owner starts, unless the run "
+            "says otherwise (auto_resume); off: such runs fail 'interrupted'",
+    )
     compute_price_per_hour: float = Field(
         default=0.0, ge=0,
         doc="WORKBENCH_COMPUTE_PRICE_PER_HOUR: USD per compute-hour; a task's cost is its "
@@ -208,6 +219,9 @@ def get_settings() -> Settings:
         values["webhook_timeout_s"] = float(timeout)
     if price := _env("WORKBENCH_COMPUTE_PRICE_PER_HOUR"):
         values["compute_price_per_hour"] = float(price)
+    if every := _env("WORKBENCH_CHECKPOINT_EVERY"):
+        values["checkpoint_every"] = int(every)
+    values["auto_resume"] = (_env("WORKBENCH_AUTO_RESUME") or "0").lower() in ("1", "true", "yes")
     values["rate_limits"] = _rate_limits()
     return Settings(**values)
 

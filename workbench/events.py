@@ -18,6 +18,11 @@ Types and their ``data``:
                      "parameters_safetensors_b64": str}   (trained weights, see workbench.model)
 - ``run.failed``    {"error": "message"}
 - ``run.cancelled`` {"epoch": 2}
+- ``checkpoint``    {"epoch": 2, "state": {...JSON...}, "tensors_safetensors_b64": str}
+                    (every ``checkpoint_every`` epochs and on pause; stored as a file beside
+                    the store, the logged event keeps ``checkpoint_id`` instead)
+- ``run.paused``    {"epoch": 2}  (after the checkpoint of that epoch; the run is ``paused``)
+- ``run.resumed``   {"target": "local", "from_epoch": 2}  (the owner queued it again)
 - ``metrics``       {"batch_id": "b_...", "count": n, "key": [...], "value": [...],
                      "step": [...], "epoch": [...], "time": [...]}   (n points of a tracked
                      run, ``workbench.track`` / ``POST /api/runs/{id}/log-batch``, as equal-length
@@ -48,6 +53,14 @@ RUN_FAILED = "run.failed"
 RUN_CANCELLED = "run.cancelled"
 METRICS = "metrics"
 TERMINAL = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+# Checkpoints and pause (workbench.train.checkpoint): a ``checkpoint`` event carries the
+# training state at the end of an epoch; ``run.paused`` ends an execution without ending the
+# run (it is resumed from its last checkpoint later, on any target).
+CHECKPOINT = "checkpoint"
+RUN_PAUSED = "run.paused"
+RUN_RESUMED = "run.resumed"  # logged by the owner: the run is queued again on ``target``
+# Events after which an executor's process is done with the run.
+ENDS_EXECUTION = TERMINAL | {RUN_PAUSED}
 
 # The target (and model id) of runs trained outside workbench and tracked with workbench.track.
 EXTERNAL_TARGET = "external"

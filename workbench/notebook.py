@@ -231,6 +231,14 @@ class NotebookRun:
     def cancel(self) -> dict[str, Any]:
         return self.client.cancel(self.run_id)
 
+    def pause(self) -> dict[str, Any]:
+        """Checkpoint at the end of the current epoch and stop ``paused``."""
+        return self.client.pause(self.run_id)
+
+    def resume(self, target: str | None = None) -> dict[str, Any]:
+        """Continue a paused run from its last checkpoint (on ``target`` to move it)."""
+        return self.client.resume(self.run_id, target=target)
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
@@ -318,6 +326,16 @@ def update_run(run_id: str, *, name: str | None = None, experiment: str | None =
                tags: list[str] | None = None, notes: str | None = None) -> dict[str, Any]:
     """Rename a run, move it to an experiment, replace its tags or notes."""
     return client().update_run(run_id, name=name, experiment=experiment, tags=tags, notes=notes)
+
+
+def pause(run_id: str) -> dict[str, Any]:
+    """Pause a run: it checkpoints at the end of its current epoch and stops ``paused``."""
+    return client().pause(run_id)
+
+
+def resume(run_id: str, *, target: str | None = None) -> dict[str, Any]:
+    """Continue a paused run from its last checkpoint, here or on ``target``."""
+    return client().resume(run_id, target=target)
 
 
 def compare(run_ids: list[str], *, metrics: list[str] | None = None, x: str = "epoch") -> Any:

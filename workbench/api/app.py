@@ -29,7 +29,18 @@ from . import errors
 from .csrf import STATE_CHANGING, CrossSiteGuard
 from .deps import require_key
 from .limits import BodyLimit
-from .routes import events, experiments, infer, models, params, runs, sweeps, tracking, trainer
+from .routes import (
+    bundles,
+    events,
+    experiments,
+    infer,
+    models,
+    params,
+    runs,
+    sweeps,
+    tracking,
+    trainer,
+)
 from .schemas import Health, InferRequest
 from .v1 import mount_v1
 from .v1.security import RateLimitMiddleware
@@ -96,7 +107,7 @@ def create_app(
         return {"status": "ok", "version": __version__}
 
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_key)])
-    for module in (models, experiments, events, runs, params, infer, tracking, sweeps):
+    for module in (models, experiments, events, runs, params, infer, tracking, sweeps, bundles):
         api.include_router(module.router)
     app.include_router(api)
     mount_v1(app, service)  # the native /api/v1 (workbench.api.v1)

@@ -13,7 +13,8 @@ form is a cookie-free POST: so every POST, PUT, PATCH and DELETE passes two chec
 - A body must be ``application/json`` (or ``application/*+json``); else 415. Requests without a
   body and without a ``Content-Type`` pass. The exceptions, routes that legitimately take
   another type: ``POST /api/infer`` takes ``application/octet-stream`` (raw float32 inputs),
-  ``POST /api/v1/datasets/upload`` ``multipart/form-data``, and the app's login form ``POST /login`` is ``application/x-www-form-urlencoded``.
+  ``POST /api/v1/datasets/upload`` ``multipart/form-data``, ``POST /api/bundles`` and
+  ``/api/bundles/rerun`` ``application/zip``, and the app's login form ``POST /login`` is ``application/x-www-form-urlencoded``.
 
 Refusals come in the shape of the route's family: ``{"detail", "errors"}`` for the MNIST MLP
 API (``/api``), the envelope for ``/api/v1``, ``{"error"}`` for the distributed-trainer API.
@@ -39,6 +40,9 @@ OTHER_TYPES: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/login"): frozenset({"application/x-www-form-urlencoded"}),
     # a dataset file upload (the Origin check above still applies, and a train key)
     ("POST", "/api/v1/datasets/upload"): frozenset({"multipart/form-data"}),
+    # run bundles (zip; not a type a page can send without a CORS preflight)
+    ("POST", "/api/bundles"): frozenset({"application/zip"}),
+    ("POST", "/api/bundles/rerun"): frozenset({"application/zip"}),
 }
 V1_PREFIX = "/api/v1"
 UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"

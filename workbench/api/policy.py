@@ -22,12 +22,14 @@ reads (GET), inference (``/api/infer``,     ``read``: a forward pass reads a tra
 ``/api/infer_adhoc``, v1 ``predict``), the  stores nothing; a node check only probes and
 websocket ``/api/v1/ws``, ``POST            refreshes its status
 /api/v1/nodes/{id}/check``
-creating models, runs, jobs, deployments;   ``train``
-training, fine-tuning, trainer-API jobs,
-``network/initialize``, ``network/train``
-cancelling a run (``POST /api/runs/{id}/    ``train`` for a run the key started (its
-cancel``, ``DELETE /api/v1/tasks/{id}``)    ``run.owner`` event), ``admin`` for any other run,
-                                            including runs with no recorded owner (CLI, app,
+creating models, runs, jobs, deployments;   ``train`` (exporting a run bundle, ``GET
+training, fine-tuning, trainer-API jobs,    /api/runs/{id}/bundle``, is a read)
+``network/initialize``, ``network/train``,
+importing and rerunning run bundles
+(``POST /api/bundles``, ``/bundles/rerun``)
+cancelling, pausing, resuming a run        ``train`` for a run the key started (its
+(``POST /api/runs/{id}/cancel``, ``/pause``, ``run.owner`` event), ``admin`` for any other run,
+``/resume``, ``DELETE /api/v1/tasks/{id}``) including runs with no recorded owner (CLI, app,
                                             trainer API in open mode, older runs)
 creating a sweep (``POST /api/sweeps``),    ``train``; cancelling: ``train`` for a sweep the
 cancelling one (``.../{id}/cancel``)        key created (its trials' runs are that key's too),

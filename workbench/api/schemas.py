@@ -76,18 +76,26 @@ class TrainRequest(BaseModel):
         default=None, description="the experiment it belongs to (default 'default')")
     tags: list[RunTag] = Field(default_factory=list, max_length=100,
                                description="labels without spaces")
+    checkpoint_every: int | None = Field(
+        default=None, ge=0, le=100_000, strict=True,
+        description="checkpoint every N epochs (0: only when paused; default "
+        "WORKBENCH_CHECKPOINT_EVERY); a paused or interrupted run resumes from its last one")
+    auto_resume: bool | None = Field(
+        default=None, strict=True,
+        description="resume automatically from the last checkpoint if the server dies "
+        "mid-run (default WORKBENCH_AUTO_RESUME)")
 
 
 class TrainAccepted(BaseModel):
     run_id: str
     model_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
 
 
 class RunPublic(BaseModel):
     run_id: str
     model_id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
     epoch: int
     epochs_total: int
     metrics: dict[str, float | None] = Field(
@@ -125,7 +133,7 @@ class RunEvent(BaseModel):
 
 class RunEvents(BaseModel):
     run_id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"]
     events: list[RunEvent]
     last_id: int = Field(description="the last id returned (``after`` when none)")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import keys, nodes, owner, queries, sweeps, training
+from . import bundles, keys, lifecycle, nodes, owner, queries, sweeps, training
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_parsers(sub)
     owner.add_parsers(sub)
     sweeps.add_parsers(sub)
+    lifecycle.add_parsers(sub)  # pause, resume (issue 17)
+    bundles.add_parsers(sub)  # bundle export|import, rerun (issue 17)
 
     p = sub.add_parser("worker", help="run a worker that joins distributed training jobs")
     p.add_argument("--port", type=int, default=5001, help="TCP port to listen on")

@@ -177,7 +177,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--filter", help="e.g. \"val_accuracy > 0.9 and optimizer = adam and "
                    "tag:baseline\"")
     p.add_argument("--model", help="only runs of this model (its name or id)")
-    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--state", choices=["queued", "running", "paused", "succeeded", "failed", "cancelled"])
     p.add_argument("--experiment", help="only runs of this experiment")
     p.add_argument("--tag", action="append", help="only runs with this tag (repeatable)")
     p.add_argument("--columns", help=f"comma-separated, or 'all' (default: {','.join(RUN_COLUMNS)})")

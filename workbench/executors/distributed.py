@@ -75,7 +75,7 @@ class DistributedRunHandle:
         with self._lock:
             if self._terminal:
                 return  # nothing may follow a terminal event
-            self._terminal = event.get("type") in ev.TERMINAL
+            self._terminal = event.get("type") in ev.ENDS_EXECUTION
         try:
             self._sink(event)
         except Exception:  # a failing sink must not stop the coordinator

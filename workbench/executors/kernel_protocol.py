@@ -59,10 +59,13 @@ def __nn_workbench_run(spec_json, mime, install_hint):
 
     try:
         try:
-            from workbench.train.job import execute
+            from workbench.train import job
         except ImportError as exc:
             emit(make("run.failed", error=install_hint.format(python=sys.executable, error=exc)))
             return
+        # the local worker's thread policy (CPU results depend on it); older versions lack it
+        getattr(job, "set_training_threads", lambda: None)()
+        execute = job.execute
         try:
             execute(spec, sink=emit)
         except Exception:
@@ -115,7 +118,7 @@ class KernelRun:
         with self._lock:
             if self.terminal is not None:
                 return
-            if event.get("type") in ev.TERMINAL:
+            if event.get("type") in ev.ENDS_EXECUTION:
                 self.terminal = event["type"]
             elif event.get("type") == ev.EPOCH:
                 self.epochs_delivered += 1

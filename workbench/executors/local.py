@@ -99,7 +99,7 @@ class LocalRunHandle:
                     continue
                 if not isinstance(event, dict) or event.get("run_id") != self.run_id:
                     continue
-                self._terminal_seen = event.get("type") in ev.TERMINAL
+                self._terminal_seen = event.get("type") in ev.ENDS_EXECUTION
                 self._deliver(event)
         finally:
             code = self.process.wait()
@@ -126,6 +126,10 @@ class LocalRunHandle:
     # -- RunHandle ----------------------------------------------------------------------------
     def cancel(self) -> None:
         self._send('{"op": "cancel"}')
+
+    def pause(self) -> None:
+        """Checkpoint at the end of the current epoch and end with ``run.paused``."""
+        self._send('{"op": "pause"}')
 
     def kill(self) -> None:
         """Hard stop (the run is then reported failed with the signal)."""

@@ -1,7 +1,8 @@
 """The worker process of the local executor: ``python -m workbench.executors.worker``.
 
 Protocol (all JSON lines, UTF-8):
-- stdin, first line: the ``RunSpec``. Later lines: ``{"op": "cancel"}``. End of stdin (the
+- stdin, first line: the ``RunSpec``. Later lines: ``{"op": "cancel"}``, ``{"op": "pause"}``
+  (checkpoint at the end of the current epoch, then ``run.paused``). End of stdin (the
   server went away) also stops the run, so a killed server leaves no orphaned training.
 - stdout: one event per line, exactly the dicts the engine emits (``workbench.events``).
 
@@ -18,7 +19,7 @@ import threading
 from typing import IO, Any
 
 
-def _watch_stdin(stream: IO[str], stop: threading.Event) -> None:
+def _watch_stdin(stream: IO[str], stop: threading.Event, pause: threading.Event) -> None:
     # Any cancel message, or EOF, stops the run at the engine's next step.
     for line in stream:
         try:
@@ -27,6 +28,8 @@ def _watch_stdin(stream: IO[str], stop: threading.Event) -> None:
             continue
         if isinstance(message, dict) and message.get("op") == "cancel":
             stop.set()
+        elif isinstance(message, dict) and message.get("op") == "pause":
+            pause.set()
     stop.set()
 
 
@@ -37,8 +40,8 @@ def main() -> int:
     if not first:
         return 2
     spec: dict[str, Any] = json.loads(first)
-    stop = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(sys.stdin, stop), daemon=True).start()
+    stop, pause = threading.Event(), threading.Event()
+    threading.Thread(target=_watch_stdin, args=(sys.stdin, stop, pause), daemon=True).start()
     lock = threading.Lock()
 
     def sink(event: dict[str, Any]) -> None:
@@ -47,15 +50,13 @@ def main() -> int:
             events_out.write(line + "\n")
             events_out.flush()
 
-    import torch
-
-    from workbench.train.job import execute
+    from workbench.train.job import execute, set_training_threads
 
     # Leave one core to the server that reads our events and answers status polls.
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    set_training_threads()
 
     try:
-        execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set)
+        execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set, should_pause=pause.is_set)
     except Exception:  # already reported as a run.failed event by execute/train
         return 1
     return 0

@@ -40,7 +40,7 @@ from ..spec import (
 from ..store import TERMINAL_STATES, ModelRecord, ParamRecord, RunRecord, RunsTable, Store
 from ..train import TrainResult
 from ..train.job import RunSpec, execute
-from . import compare, projection
+from . import checkpoints, compare, projection
 from .bus import EventBus
 from .errors import Conflict, InvalidInput, NotFound, QueueFull
 from .inference import ModelCache, build_loaded, check_inputs, forward, loaded_from_blob
@@ -402,6 +402,7 @@ class Workbench:
         limit: int | None = None, spec_overrides: dict[str, Any] | None = None,
         initial_param_id: str | None = None, name: str | None = None,
         experiment: str | None = None, tags: list[str] | None = None,
+        checkpoint_every: int | None = None, auto_resume: bool | None = None,
     ) -> RunRecord:
         """Queue a run; it trains asynchronously on ``target``'s executor (``name``,
         ``experiment``, ``tags``: how it is organised; a readable name when none is given).
@@ -409,12 +410,17 @@ class Workbench:
         ``spec_overrides`` are further JSON ``RunSpec`` fields (fine-tuning: freeze, data_url;
         allow_dropout for Cortex models); ``initial_param_id`` starts from a stored parameter
         set. Both are logged with the ``run.queued`` event, so ``resume_queued`` re-dispatches
-        a run exactly as it was asked for after a server restart.
+        a run exactly as it was asked for after a server restart. ``checkpoint_every`` (epochs;
+        default ``WORKBENCH_CHECKPOINT_EVERY``) and ``auto_resume`` (default
+        ``WORKBENCH_AUTO_RESUME``): see :mod:`workbench.service.checkpoints`.
         """
         if self._executor(target) is None:
             raise ValueError(f"target: unknown target {target!r}; known: {', '.join(self.targets)}")
         if limit is not None and limit < 1:
             raise ValueError(f"limit: must be a positive number of samples, got {limit}")
+        if checkpoint_every is not None and checkpoint_every < 0:
+            raise ValueError("checkpoint_every: a number of epochs >= 0 (0: only on pause), "
+                             f"got {checkpoint_every}")
         if initial_param_id is not None:
             self.get_param_record(initial_param_id)  # NotFound before anything is queued
         model = self.get_model(model_id)
@@ -427,7 +433,8 @@ class Workbench:
             run = self._store_run(model_id, hp, dataset, target, name=name,
                                   experiment=experiment, tags=tags)
             options = {"device": device, "limit": limit, "spec_overrides": spec_overrides or {},
-                       "initial_param_id": initial_param_id}
+                       "initial_param_id": initial_param_id,
+                       "checkpoint_every": checkpoint_every, "auto_resume": auto_resume}
             self.record_event(ev.make_event(RUN_QUEUED, run.run_id, target=target, **options))
             self._enqueue(run.run_id, target, self._dispatch_spec(run, options))
         return self.get_run(run.run_id)
@@ -438,6 +445,11 @@ class Workbench:
         if options.get("initial_param_id"):
             blob = self.get_param_record(options["initial_param_id"]).safetensors
             overrides["initial_weights_b64"] = base64.b64encode(blob).decode("ascii")
+        every = options.get("checkpoint_every")
+        overrides["checkpoint_every"] = get_settings().checkpoint_every if every is None else every
+        # A paused or interrupted run continues from its newest checkpoint (a run that never
+        # checkpointed has none: it starts over).
+        overrides.update(checkpoints.resume_fields(self.store, run.run_id))
         return self.run_spec(run, device=options.get("device") or "auto",
                              limit=options.get("limit"), **overrides)
 
@@ -482,7 +494,7 @@ class Workbench:
             else:
                 self._invalidate(run_id)
         self.bus.publish(event)
-        if event.get("type") in ev.TERMINAL and isinstance(run_id, str):
+        if event.get("type") in ev.ENDS_EXECUTION and isinstance(run_id, str):
             with self._lock:
                 if self._active.pop(run_id, None) is None:
                     self._ended.add(run_id)
@@ -558,6 +570,51 @@ class Workbench:
         else:  # never started here (queued, or orphaned by a missing executor)
             self.record_event(ev.make_event(ev.RUN_CANCELLED, run_id, epoch=run.epoch))
         return self.get_run(run_id)
+
+    # ---- pause and resume (workbench.service.checkpoints) -----------------------------------
+    def pause_run(self, run_id: str) -> RunRecord:
+        """Pause a queued or running run: a running one checkpoints at the end of its current
+        epoch and becomes ``paused`` (``Conflict`` for a finished run, or a target that cannot
+        pause)."""
+        return checkpoints.pause(self, run_id)
+
+    def resume_run(self, run_id: str, *, target: str | None = None) -> RunRecord:
+        """Queue a paused run again, on ``target`` (default: where it ran), from its last
+        checkpoint; its epochs go on numbering (``Conflict`` for a run that is not paused)."""
+        return checkpoints.resume(self, run_id, target=target)
+
+    # ---- run bundles (workbench.service.bundles) ------------------------------------------------
+    def export_bundle(self, run_id: str) -> bytes:
+        """A finished run as one portable bundle file (zip)."""
+        from . import bundles
+
+        return bundles.export_bundle(self, run_id)
+
+    def import_bundle(self, data: bytes) -> RunRecord:
+        """Store a bundle's run in this home (``BundleError``, ``Conflict``)."""
+        from . import bundles
+
+        run = bundles.import_bundle(self, data)
+        self._invalidate(run.run_id)
+        return run
+
+    def rerun_bundle(self, data: bytes, *, target: str = "local") -> tuple[str, RunRecord]:
+        """Train a bundle's run again here: (original run id, the new queued run)."""
+        from . import bundles
+
+        return bundles.rerun(self, data, target=target)
+
+    def _take_pending(self, run_id: str) -> bool:
+        """Remove a run from the dispatch queue; True if it was there."""
+        with self._lock:
+            queued = [p for p in self._pending if p[0] == run_id]
+            for item in queued:
+                self._pending.remove(item)
+        return bool(queued)
+
+    def _active_handle(self, run_id: str) -> RunHandle | None:
+        with self._lock:
+            return self._active.get(run_id)
 
     # ---- organising and comparing runs ----------------------------------------------------
     def runs_table(self, **options: Any) -> RunsTable:
@@ -710,17 +767,19 @@ class Workbench:
             owners[run_id] = owner
         return owner
 
-    def wait_run(self, run_id: str, timeout: float | None = None) -> RunRecord:
-        """Block until the run is terminal (or ``timeout`` s passed); returns its record."""
+    def wait_run(self, run_id: str, timeout: float | None = None, *,
+                 until_paused: bool = False) -> RunRecord:
+        """Block until the run is terminal (or paused, if asked; or ``timeout`` s passed);
+        returns its record."""
         ended = threading.Event()
         unsubscribe = self.bus.subscribe(
-            lambda e: ended.set() if e.get("type") in ev.TERMINAL else None, run_id=run_id
+            lambda e: ended.set() if e.get("type") in ev.ENDS_EXECUTION else None, run_id=run_id
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 run = self.get_run(run_id)
-                if run.is_terminal:
+                if run.is_terminal or (until_paused and run.state == "paused"):
                     return run
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -760,7 +819,7 @@ class Workbench:
                 self._enqueue(run.run_id, run.target, spec)
                 resumed.append(run.run_id)
             if cursor is None:
-                return resumed
+                return resumed + checkpoints.resume_interrupted(self)
 
     # ---- params & inference -------------------------------------------------------------------
     def get_param_record(self, param_id: str) -> ParamRecord:

@@ -8,7 +8,8 @@ entity in sibling modules, each small and with one job:
     events.py      event log, ``apply_event``  params.py   trained weights (safetensors)
     metrics.py     long-form metrics           sql.py      the user's read-only query
     keys.py        API-key hashes              nodes.py    registered compute nodes
-    datasets.py    the dataset registry
+    datasets.py    the dataset registry        checkpoints.py  training checkpoints (files)
+    imports.py     a run from a bundle
     sandbox.py     what user SQL may read      values.py   JSON and id helpers
     runs_table.py  the rich, filtered runs table  run_filter.py  its filter syntax
     summary.py     per-run metric summaries    names.py    readable default run names
@@ -24,9 +25,11 @@ weights are kept as opaque safetensors bytes; nothing here imports torch.
 
 from __future__ import annotations
 
+from workbench.store.checkpoints import CheckpointsMixin
 from workbench.store.connection import StoreConnection, StoreLockedError
 from workbench.store.datasets import DatasetsMixin
 from workbench.store.events import EventsMixin
+from workbench.store.imports import ImportsMixin
 from workbench.store.keys import KeysMixin
 from workbench.store.metrics import MetricsMixin
 from workbench.store.models import ModelsMixin
@@ -51,5 +54,7 @@ class Store(
     KeysMixin,
     NodesMixin,
     DatasetsMixin,
+    CheckpointsMixin,
+    ImportsMixin,
 ):
     """The workbench's DuckDB store. Thread-safe; use as a context manager or call close()."""

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-RUN_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# paused: stopped at a checkpoint, resumable (workbench.train.checkpoint); not terminal
+RUN_STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 

@@ -28,6 +28,7 @@ from workbench.store.times import aware, to_db, utcnow
 from workbench.store.values import dumps, loads
 
 _B64_KEY = "parameters_safetensors_b64"
+_CHECKPOINT_KEY = "tensors_safetensors_b64"  # a checkpoint's tensors: stored as a file
 _BATCH_RUNS_MAX = 1024  # runs whose applied batch ids are kept in memory (re-read when evicted)
 _METRIC_COLUMNS = ("key", "value", "step", "epoch", "time")
 _MAX_TIME_S = 1e11  # year ~5100: larger "seconds" are not (milliseconds, most likely)
@@ -142,6 +143,11 @@ class EventsMixin:
             self, *, model_id: str, run_id: str | None, safetensors: bytes, size_bytes: int
         ) -> ParamRecord: ...
 
+        def _save_checkpoint(self, con: duckdb.DuckDBPyConnection, run_id: str, *, epoch: int,
+                             global_step: int, state: dict[str, Any], tensors: bytes
+                             ) -> dict: ...
+        def _drop_checkpoints(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None: ...
+
         @staticmethod
         def _transition(
             con: duckdb.DuckDBPyConnection,
@@ -194,7 +200,7 @@ class EventsMixin:
             if row is None:
                 raise ValueError(f"event for unknown run {run_id!r}")
             state, model_id = row
-            logged = {k: v for k, v in data.items() if k != _B64_KEY}
+            logged = {k: v for k, v in data.items() if k not in (_B64_KEY, _CHECKPOINT_KEY)}
             if state not in TERMINAL_STATES:
                 logged = self._apply(con, type_, run_id, model_id, state, data, when, logged)
             return self._append_event(con, run_id, type_, when, logged)
@@ -354,6 +360,29 @@ class EventsMixin:
                 param_id = record.param_id
                 logged = {**logged, "param_id": param_id, "size_bytes": record.size_bytes}
             self._transition(con, run_id, state, "succeeded", param_id=param_id)
+            self._drop_checkpoints(con, run_id)
+        elif type_ == ev.CHECKPOINT:
+            try:
+                blob = base64.b64decode(data.get(_CHECKPOINT_KEY) or "", validate=True)
+            except (binascii.Error, TypeError, ValueError) as exc:
+                raise ValueError(f"{_CHECKPOINT_KEY} is not valid base64: {exc}") from None
+            saved = dict(data.get("state") or {})
+            epoch = _int_or(data.get("epoch"), 0) or 0
+            logged = {**logged, **self._save_checkpoint(
+                con, run_id, epoch=epoch, global_step=_int_or(saved.get("global_step"), 0) or 0,
+                state=saved, tensors=blob)}
+        elif type_ == ev.RUN_PAUSED:
+            self._transition(con, run_id, state, "paused")
+        elif type_ == ev.RUN_RESUMED:
+            # Epochs after the checkpoint are trained again: their rows (the epoch the owner
+            # or worker died in) go, so the run's history has each epoch once.
+            start = _int_or(data.get("from_epoch"), 0) or 0
+            con.execute("DELETE FROM metrics WHERE run_id = ? AND epoch > ?", [run_id, start])
+            target = data.get("target")
+            con.execute("UPDATE runs SET epoch = ?, target = coalesce(?, target), "
+                        "error = NULL WHERE run_id = ?",
+                        [start, target if isinstance(target, str) else None, run_id])
+            self._transition(con, run_id, state, "queued")
         elif type_ == ev.RUN_FAILED:
             error = data.get("error")
             self._transition(con, run_id, state, "failed", error=str(error or "failed"))

@@ -274,6 +274,26 @@ MIGRATIONS: list[Migration] = [
             """,
         ),
     ),
+    Migration(
+        version=8,
+        description="training checkpoints (files beside the store, see store/checkpoints.py)",
+        statements=(
+            """
+            CREATE TABLE IF NOT EXISTS checkpoints (
+                checkpoint_id VARCHAR PRIMARY KEY,
+                run_id        VARCHAR NOT NULL,
+                epoch         INTEGER NOT NULL,
+                global_step   BIGINT NOT NULL,
+                file          VARCHAR NOT NULL,
+                size_bytes    BIGINT NOT NULL,
+                sha256        VARCHAR NOT NULL,
+                state         JSON NOT NULL,
+                created_at    TIMESTAMP NOT NULL
+            )
+            """,
+            "CREATE INDEX IF NOT EXISTS checkpoints_run_idx ON checkpoints (run_id)",
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0

@@ -368,18 +368,31 @@ class RunsMixin:
         external runs (``workbench.track``: their training process is not the owner, it goes on
         logging across an owner restart). A ``run.failed`` event is appended for each, so
         event-log readers see the run end. Returns the run ids.
+
+        A run that resumes automatically (``auto_resume``: its own ``run.queued`` option, else
+        the ``WORKBENCH_AUTO_RESUME`` setting; not distributed runs) becomes ``paused`` instead,
+        with a ``run.paused`` event marked ``auto_resume``: the server resumes it from its last
+        checkpoint (``Workbench.resume_queued``).
         """
+        from workbench.config import get_settings
+
+        default = get_settings().auto_resume
         with self._tx() as con:
-            ids = [
-                r[0]
-                for r in con.execute(
-                    "SELECT run_id FROM runs WHERE state = 'running' AND target <> ? "
-                    "ORDER BY created_at, run_id",
-                    [ev.EXTERNAL_TARGET],
-                ).fetchall()
-            ]
+            rows = con.execute(
+                "SELECT r.run_id, r.epoch, r.target, (SELECT q.data->>'auto_resume' FROM events q "
+                "  WHERE q.run_id = r.run_id AND q.type = 'run.queued' ORDER BY q.id DESC "
+                "  LIMIT 1) FROM runs r WHERE r.state = 'running' AND r.target <> ? "
+                "ORDER BY r.created_at, r.run_id",
+                [ev.EXTERNAL_TARGET],
+            ).fetchall()
             error = f"{INTERRUPTED}: {reason}" if reason else INTERRUPTED
-            for run_id in ids:
+            for run_id, epoch, target, flag in rows:
+                chosen = default if flag in (None, "null") else flag == "true"
+                if chosen and target != "distributed":
+                    self._transition(con, run_id, "running", "paused")
+                    self._append_event(con, run_id, ev.RUN_PAUSED, utcnow(),
+                                       {"epoch": epoch, "auto_resume": True, "reason": error})
+                    continue
                 self._transition(con, run_id, "running", "failed", error=error)
                 self._append_event(con, run_id, ev.RUN_FAILED, utcnow(), {"error": error})
-        return ids
+        return [row[0] for row in rows]

@@ -22,6 +22,7 @@ from torch import nn
 from .. import events as ev
 from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
 from ..spec import Hyperparams, Network
+from .checkpoint import Checkpoint, capture, restore
 from .early_stopping import EarlyStopping
 from .optim import Impl, make_optimizer, optimizer_impl
 from .steps import EagerStep, GraphedStep
@@ -43,6 +44,10 @@ class TrainOptions:
     # auto | fused | foreach | single_tensor: which torch optimizer implementation to run
     # (auto = fused where the device/dtype has it, else foreach, else single_tensor).
     optimizer_impl: Impl = "auto"
+    # Checkpoints (workbench.train.checkpoint): a ``checkpoint`` event every N epochs (0: only
+    # when pausing), and the checkpoint a resumed run continues from (epochs keep numbering).
+    checkpoint_every: int = 0
+    resume_from: Checkpoint | None = None
 
 
 @dataclass
@@ -52,6 +57,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
     stopped_early: bool = False
     cancelled: bool = False
+    paused: bool = False  # ended by a pause (a checkpoint was sent just before)
     device: str = "cpu"
     optimizer_impl: str = "single_tensor"  # the implementation that ran (optim.optimizer_impl)
 
@@ -94,19 +100,23 @@ def train(
     sink: ev.Sink | None = None,
     should_stop: Callable[[], bool] | None = None,
     options: TrainOptions | None = None,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train ``architecture`` on ``splits`` (a ``workbench.data.Splits``); emits events to
     ``sink``; returns the trained model and per-epoch history. Any exception is reported as a
-    ``run.failed`` event and re-raised."""
+    ``run.failed`` event and re-raised. ``should_pause`` is asked at the end of each epoch: when
+    it says so, the run checkpoints and ends with ``run.paused``."""
     sink = sink or ev.null_sink
     try:
-        return _train(architecture, hyperparams, splits, run_id, sink, should_stop, options)
+        return _train(architecture, hyperparams, splits, run_id, sink, should_stop, options,
+                      should_pause or (lambda: False))
     except Exception as exc:
         sink(ev.make_event(ev.RUN_FAILED, run_id, error=f"{type(exc).__name__}: {exc}"))
         raise
 
 
-def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> TrainResult:
+def _train(architecture, hp, splits, run_id, sink, should_stop, options,
+           should_pause) -> TrainResult:
     opts = options or TrainOptions()
     should_stop = should_stop or (lambda: False)
     device = resolve_device(opts.device)
@@ -131,7 +141,9 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
         if n == 0:
             raise ValueError("the training split is empty")
         batch_size = min(hp.batch_size, n)
-        use_graph = device.type == "cuda" and opts.cuda_graph
+        # A resumed run trains eagerly: its restored optimizer state would not be the tensors a
+        # graph captured before the restore.
+        use_graph = device.type == "cuda" and opts.cuda_graph and opts.resume_from is None
         trainable = [p for p in model.parameters() if p.requires_grad]
         impl = opts.optimizer_impl
         optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph, impl=impl)
@@ -151,6 +163,11 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
         step_losses = torch.zeros(len(sampled), device=device)
         timer = phase_timer(device)
         generator = torch.Generator().manual_seed(hp.seed)
+        stopper, global_step = EarlyStopping(hp.early_stopping_patience, hp.min_delta), 0
+        done = 0  # epochs finished before this execution (a resumed run continues after them)
+        if opts.resume_from is not None:
+            done, global_step = restore(opts.resume_from, model=model, optimizer=optimizer,
+                                        generator=generator, device=device, stopper=stopper)
 
         sink(
             ev.make_event(
@@ -166,12 +183,20 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
                 optimizer_impl=optimizer_impl(optimizer),
                 flops_per_sample={"forward": cost.forward_flops, "backward": cost.backward_flops},
                 params=cost.params,
+                resumed_from_epoch=done or None,
             )
         )
         result = TrainResult(run_id=run_id, model=model, device=str(device),
                              optimizer_impl=optimizer_impl(optimizer))
-        stopper, global_step = EarlyStopping(hp.early_stopping_patience, hp.min_delta), 0
-        for epoch in range(1, hp.epochs + 1):
+
+        def checkpoint(epoch: int) -> None:
+            saved = capture(model=model, optimizer=optimizer, generator=generator,
+                            device=device, epoch=epoch, global_step=global_step,
+                            stopper=stopper)
+            sink(ev.make_event(ev.CHECKPOINT, run_id, epoch=epoch, state=saved.state,
+                               tensors_safetensors_b64=saved.to_b64()))
+
+        for epoch in range(done + 1, hp.epochs + 1):
             model.train()
             step.reset()
             t0 = time.perf_counter()
@@ -226,10 +251,18 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options) -> Trai
             if stopper.update(metrics):
                 result.stopped_early = True
                 break
+            if epoch < hp.epochs and should_pause():
+                checkpoint(epoch)
+                sink(ev.make_event(ev.RUN_PAUSED, run_id, epoch=epoch, step=global_step))
+                result.paused = True
+                result.model = model.cpu()
+                return result
+            if opts.checkpoint_every and epoch % opts.checkpoint_every == 0 and epoch < hp.epochs:
+                checkpoint(epoch)
 
         result.model = model.cpu()
         completed: dict[str, Any] = {
-            "epochs_run": len(result.history),
+            "epochs_run": done + len(result.history),
             "stopped_early": result.stopped_early,
             "metrics": result.final_metrics,
         }

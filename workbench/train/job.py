@@ -40,11 +40,28 @@ class RunSpec(BaseModel):
     strategy: Literal["single", "ddp", "pipeline"] = "single"
     world_size: int = Field(default=1, ge=1, le=64)
     workers: list[str] = Field(default_factory=list, max_length=64)
+    # Checkpoints (workbench.train.checkpoint): a checkpoint every N epochs (0: only on pause),
+    # and the one a resumed run continues from (safetensors + its JSON state).
+    checkpoint_every: int = Field(default=0, ge=0, le=100_000)
+    resume_checkpoint_b64: str | None = None
+    resume_state: dict[str, Any] | None = None
 
     def parsed(self) -> tuple[Network, Hyperparams]:
         arch = validate_network(self.architecture, allow_dropout=self.allow_dropout,
                                 num_classes=self.num_classes)
         return arch, Hyperparams.model_validate(self.hyperparams)
+
+
+def set_training_threads() -> None:
+    """The one thread policy of processes that train runs (the local worker, a kernel): every
+    core but one, left to whoever reads the events. CPU results depend on it (a reduction split
+    over another number of threads sums in another order), so a run resumed on another target
+    reproduces an uninterrupted one only when both train this way."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 def execute(
@@ -53,6 +70,7 @@ def execute(
     sink: ev.Sink | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress: bool = False,
+    should_pause: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Load the data and train. Failures (bad data, bad spec) become ``run.failed`` events."""
     sink = sink or ev.null_sink
@@ -68,6 +86,12 @@ def execute(
             from ..model import from_safetensors
 
             initial = from_safetensors(base64.b64decode(spec.initial_weights_b64))
+        resume = None
+        if spec.resume_checkpoint_b64:
+            from .checkpoint import Checkpoint
+
+            resume = Checkpoint.from_blob(base64.b64decode(spec.resume_checkpoint_b64),
+                                          spec.resume_state or {})
     except Exception as exc:
         run_id = spec.run_id if isinstance(spec, RunSpec) else str(spec.get("run_id", "?"))
         sink(ev.make_event(ev.RUN_FAILED, run_id, error=f"{type(exc).__name__}: {exc}"))
@@ -77,10 +101,12 @@ def execute(
         cuda_graph=spec.cuda_graph,
         initial_weights=initial,
         freeze=tuple(spec.freeze),
+        checkpoint_every=spec.checkpoint_every,
+        resume_from=resume,
     )
     gated = _TestEvaluation(sink, splits, batch_size=hp.batch_size)
     result = train(arch, hp, splits, run_id=spec.run_id, sink=gated, should_stop=should_stop,
-                   options=options)
+                   options=options, should_pause=should_pause)
     gated.finish(result)
     return result
 
@@ -121,7 +147,8 @@ class _TestEvaluation:
             result.model.train(was_training)
             n = int(y.shape[0])
             self.sink(ev.make_event(
-                ev.EVALUATION, completed["run_id"], epoch=len(result.history), split="test",
+                ev.EVALUATION, completed["run_id"], epoch=completed["data"]["epochs_run"],
+                split="test",
                 test_loss=float(loss_sum.item()) / n, test_accuracy=int(correct.item()) / n,
                 n_test=n))
         self.sink(completed)

@@ -32,7 +32,8 @@ CHARTS = ("loss", "accuracy", "tflops", "throughput")
 SMOOTHING = 0.6  # EMA weight of the previous smoothed step loss
 COLORS = {"train": "#2563eb", "val": "#f97316", "step": "#94a3b8", "fwd": "#7c3aed",
           "bwd": "#db2777", "total": "#059669", "peak": "#ef4444", "mem": "#0891b2"}
-_STATE_COLORS = {"queued": "#667085", "running": "#2563eb", "succeeded": "#067647",
+_STATE_COLORS = {"queued": "#667085", "running": "#2563eb", "paused": "#6941c6",
+                 "succeeded": "#067647",
                  "failed": "#b42318", "cancelled": "#b54708"}
 
 
@@ -70,7 +71,7 @@ class LiveRun(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     run_id = param.String(default=None, allow_None=True)
-    run_state = param.String(default="", doc="queued | running | succeeded | failed | cancelled")
+    run_state = param.String(default="", doc="queued | running | paused | succeeded | failed | cancelled")
     epoch = param.Integer(default=0)
     epochs_total = param.Integer(default=0)
     error = param.String(default="", doc="the failure message of a failed run")
@@ -100,6 +101,10 @@ class LiveRun(Viewer):
                                          css_classes=["cancel-run"], width=130, disabled=True,
                                          visible=False)
         self._cancel.on_click(lambda _: self.cancel())
+        # Pause (checkpoint at the epoch's end) / resume, while running or paused (issue 17).
+        self._pause = pn.widgets.Button(label="⏸ Pause", css_classes=["pause-run"], width=130,
+                                        visible=False)
+        self._pause.on_click(lambda _: self.pause_or_resume())
         self.state.param.watch(lambda e: self.show(e.new), "run_id")
         if self.state.run_id:
             self.show(self.state.run_id)
@@ -188,6 +193,11 @@ class LiveRun(Viewer):
         elif kind == ev.RUN_CANCELLED:
             self.run_state = "cancelled"
             self.state.param.trigger("runs_changed")
+        elif kind == ev.RUN_PAUSED:
+            self.run_state = "paused"
+            self.state.param.trigger("runs_changed")
+        elif kind == ev.RUN_RESUMED:
+            self.run_state = "queued"
 
     def _set_device(self, device: str | None, target: str | None) -> None:
         if not device:
@@ -204,6 +214,21 @@ class LiveRun(Viewer):
     def cancel(self) -> None:
         if self.run_id:
             self.state.service.cancel_run(self.run_id)
+
+    def pause_or_resume(self) -> None:
+        """Pause a running run, resume a paused one; a refusal (a target that cannot pause)
+        shows as the run's error line."""
+        if not self.run_id:
+            return
+        service = self.state.service
+        try:
+            if self.run_state == "paused":
+                service.resume_run(self.run_id)
+            else:
+                service.pause_run(self.run_id)
+                self._pause.disabled = True  # until the run.paused event arrives
+        except ValueError as exc:  # Conflict
+            self.error = str(exc)
 
     # ---- drawing -------------------------------------------------------------------------
     def _series(self, name: str) -> tuple[list[int], list[float]]:
@@ -283,6 +308,9 @@ class LiveRun(Viewer):
         active = self.run_state in ("queued", "running")
         self._cancel.disabled = not active
         self._cancel.visible = active  # no dead control while nothing can be cancelled
+        self._pause.visible = self.run_state in ("running", "paused")
+        self._pause.disabled = False if self.run_state == "paused" else self._pause.disabled
+        self._pause.label = "▶ Resume" if self.run_state == "paused" else "⏸ Pause"
         for key, fig in self.figures().items():
             self._panes[key].object = fig
         self.epoch_points = (len(self._tracked) if self._external
@@ -343,7 +371,7 @@ class LiveRun(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         self.start_polling()
         return pn.Column(
-            pn.Row(self._header, pn.Column(self._cancel, margin=(14, 0)),
+            pn.Row(self._header, pn.Column(self._cancel, self._pause, margin=(14, 0)),
                    sizing_mode="stretch_width"),
             pn.GridBox(*self._panes.values(), ncols=2, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",

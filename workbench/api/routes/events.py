@@ -39,7 +39,7 @@ TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
             dependencies=[Depends(requires("read"))])
 def list_all_runs(
     service: ServiceDep,
-    state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+    state: Annotated[Literal["queued", "running", "paused", "succeeded", "failed", "cancelled"] | None,
                      Query()] = None,
     model_id: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

@@ -60,7 +60,9 @@ def train(model_id: str, service: ServiceDep, key: TrainKey,
         run = service.start_run(model_id, hyperparams=override, dataset=body.dataset,
                                 device=body.device, limit=body.limit, target=target,
                                 spec_overrides=overrides or None, name=body.name,
-                                experiment=body.experiment, tags=body.tags)
+                                experiment=body.experiment, tags=body.tags,
+                                checkpoint_every=body.checkpoint_every,
+                                auto_resume=body.auto_resume)
     except ValueError as exc:
         if type(exc) not in (ValueError, TargetError):  # Conflict / InvalidInput have their own handlers
             raise

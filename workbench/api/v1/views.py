@@ -22,10 +22,10 @@ from .conventions import not_found
 RUN_OWNER = "run.owner"  # event type: data {"key_id": ..., "via": "jobs.submit" | ...}
 
 # run state -> Cortex job status / neurogrid task status
-JOB_STATUS = {"queued": "submitted", "running": "training", "succeeded": "completed",
-              "failed": "failed", "cancelled": "cancelled"}
-TASK_STATUS = {"queued": "pending", "running": "running", "succeeded": "completed",
-               "failed": "failed", "cancelled": "cancelled"}
+JOB_STATUS = {"queued": "submitted", "running": "training", "paused": "paused",
+              "succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
+TASK_STATUS = {"queued": "pending", "running": "running", "paused": "paused",
+               "succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
 # filter values (task or run vocabulary) -> run states
 STATUS_ALIASES: dict[str, tuple[str, ...]] = {
     **{task: (state,) for state, task in TASK_STATUS.items()},
