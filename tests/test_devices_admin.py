@@ -110,3 +110,24 @@ def test_workers_show_in_the_targets_table(service, tmp_path):
     row = view._targets.object.split(f"worker 127.0.0.1:{ports[0]}")[1].split("</tr>")[0]
     assert "<td>offline</td>" in row
     jobs.unregister_port(port=ports[0])
+
+
+def test_a_served_session_asks_its_own_key(service):
+    """What ``ui.server`` gives each page's session: the scopes of the key behind its login
+    cookie or bearer header, looked up again at each action (a revoked key loses them)."""
+    from workbench.auth import KeyRing
+    from workbench.ui.login import cookie_name, session_authorizer
+
+    keyring = KeyRing(service.store)
+    admin_key, admin = keyring.create(name="ui-admin", permissions="admin")
+    _, trainer = keyring.create(name="ui-train", permissions="train")
+    host = "127.0.0.1:8765"
+    by_cookie = session_authorizer(keyring, {"host": host},
+                                   {cookie_name(host): keyring.open_session(trainer)})
+    assert by_cookie("train") and by_cookie("read") and not by_cookie("admin")
+    by_bearer = session_authorizer(keyring, {"authorization": f"Bearer {admin_key}"}, {})
+    assert by_bearer("admin") and by_bearer.key_id == admin.key_id
+    keyring.revoke(admin.key_id)
+    assert not by_bearer("admin") and not by_bearer("read")
+    nobody = session_authorizer(keyring, {"host": host}, {cookie_name(host): "wbs_forged"})
+    assert not nobody("read")
