@@ -59,6 +59,28 @@ def test_train_runs_and_sql(env, tmp_path):
                                 env=env).stdout) == [{"n": 1}]
 
 
+SUMMARY = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "forward_tflops",
+           "backward_tflops")
+
+
+def summary_rows(stdout: str) -> dict[str, str]:
+    """The summary table's ``name value`` rows."""
+    return dict(line.split(None, 1) for line in stdout.splitlines() if len(line.split()) >= 2)
+
+
+def test_ddp_run_summary_has_test_and_validation_metrics_and_the_split(env):
+    """The README's promise for every target: torch.distributed ranks too."""
+    out = workbench("train", "--layers", "784,32,10", "--epochs", "1", "--limit", "300",
+                    "--strategy", "ddp", "--offline", env=env)
+    assert out.returncode == 0, out.stderr
+    rows = summary_rows(out.stdout)
+    assert rows["target"].strip() == "distributed" and "as ddp ranks" in out.stderr
+    for name in SUMMARY:
+        assert float(rows[name]) > 0, (name, out.stdout)
+    assert "bundled-subset" in rows["dataset"]
+    stopped(env)
+
+
 def test_architecture_and_hyperparams_files(env, tmp_path):
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps({"input_size": 784, "layers": [

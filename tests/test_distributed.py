@@ -111,6 +111,10 @@ def test_two_processes_match_single_process_per_step(strategy, reference):
     assert done["metrics"]["total_tflops"] == epochs[-1]["total_tflops"]
     assert done["parameters_safetensors_b64"] and done["epochs_run"] == 2
     assert events[0]["type"] == "run.started" and events[0]["data"]["strategy"] == strategy
+    if strategy == "ddp":  # scored on the test split like a single-process run (its summary)
+        (evaluation,) = [e["data"] for e in events if e["type"] == "evaluation"]
+        assert evaluation["split"] == "test" and evaluation["n_test"] > 0
+        assert 0 <= evaluation["test_accuracy"] <= 1 and evaluation["test_loss"] > 0
 
 
 # ---- workers and failures --------------------------------------------------------------------

@@ -274,6 +274,21 @@ def test_train_on_a_node_from_the_notebook_api(served):
         assert http.get(f"/api/params/{run['param_id']}").status_code == 200
 
 
+def test_cli_summary_of_a_run_on_a_node(served, capsys):
+    """``workbench train --target NODE`` prints test and validation metrics and the
+    forward/backward split, like a local run's summary."""
+    from tests.test_cli import SUMMARY, summary_rows
+
+    _server, (_, node_b) = served
+    assert cli_main(["train", "--layers", "784,32,10", "--epochs", "1", "--limit", "300",
+                     "--target", node_b]) == 0
+    out = capsys.readouterr()
+    rows = summary_rows(out.out)
+    assert rows["target"].strip() == node_b and f"on {node_b}" in out.err
+    for name in SUMMARY:
+        assert float(rows[name]) > 0, (name, out.out)
+
+
 def test_cancel_a_run_on_a_node(service, registered, jupyters):
     wb, nodes = service
     _, node_b = registered

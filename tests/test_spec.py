@@ -158,3 +158,13 @@ def test_parameters_checked_against_architecture():
         Parameters.model_validate(bad).check_against(a)
     with pytest.raises(ValidationError):
         Parameters.model_validate({**good, "dtype": "float64"})
+
+
+def test_every_broken_rule_is_reported_not_only_the_first():
+    """An import with several problems gets each one, with the layer it is about."""
+    assert messages(arch(lin(700, 64), {"type": "softmax"}, lin(60, 5))) == [
+        "layers[1]: softmax is only allowed as the final layer (it is layer 1 of 3)",
+        "layers[2]: linear 'in' is 60 but the previous linear layer (layers[0]) outputs 64",
+        "layers[0]: linear 'in' is 700 but input_size is 784",
+        "layers[2]: final output is 5 but the dataset has 10 classes",
+    ]

@@ -198,6 +198,34 @@ def test_failed_run_shows_its_error(service, tmp_path, monkeypatch):
     assert any("Run failed" in str(getattr(p, "object", "")) for p in header.objects)
 
 
+def test_live_bar_moves_inside_an_epoch_one_redraw_per_poll(trained, service):
+    """Step events (on the real bus) move the bar within the first epoch; a burst of them
+    between two polls sets it once, so the page is not flooded."""
+    from workbench import events as ev
+
+    _state, _live, finished = trained
+    run, _hp = service.create_run(finished.model_id, hyperparams={"epochs": 2, "batch_size": 100})
+    live = LiveRun(AppState(service=service, device="cpu"))
+    live.state.run_id = run.run_id
+    changes = []
+    live.param.watch(lambda e: changes.append(e.new), "progress")
+    service.bus.publish(ev.make_event(ev.RUN_STARTED, run.run_id, epochs_total=2, n_train=1000,
+                                      batch_size=100, device="cpu"))
+    for step in range(1, 6):  # half of epoch 1 (10 steps per epoch)
+        service.bus.publish(ev.make_event(ev.STEP, run.run_id, epoch=1, step=step, loss=2.0))
+    live.poll()
+    assert live.epoch == 0 and live.progress == pytest.approx(0.25) and changes == [0.25]
+    assert "25%" in live._header().objects[0].object
+    for step in range(6, 16):  # a burst: the rest of epoch 1 and half of epoch 2
+        service.bus.publish(ev.make_event(ev.STEP, run.run_id, epoch=1 + step // 11, step=step,
+                                          loss=1.0))
+    live.poll()
+    assert live.progress == pytest.approx(0.75) and changes == [0.25, 0.75]
+    assert not live.poll() and changes == [0.25, 0.75]  # nothing new: no redraw
+    live.close()
+    assert _live.progress == 1.0  # the finished run's bar is full
+
+
 def test_runs_view_table_filters_compare_and_sql(trained, service):
     state, _, run = trained
     other = service.create_external_run(name="tracked-other", experiment="side",
@@ -548,6 +576,19 @@ def test_import_lists_every_problem(service):
     assert f"{len(b.errors)} problem(s)" in b._import_error.object
     for message in b.errors:
         assert escape_markdown(message) in b._import_error.object
+
+
+def test_import_lists_every_broken_rule_of_the_chain(service):
+    """Rule errors (not field errors): each of them, with its layer, in the import's alert."""
+    b = Builder(AppState(service=service))
+    b._json.value = json.dumps({"input_size": 784, "layers": [
+        {"type": "linear", "in": 700, "out": 64}, {"type": "relu"},
+        {"type": "linear", "in": 60, "out": 5}]})
+    b._import(None)
+    assert len(b.errors) == 3, b.errors
+    for where in ("layers[0]: linear 'in' is 700", "layers[2]: linear 'in' is 60",
+                  "layers[2]: final output is 5"):
+        assert escape_markdown(where) in b._import_error.object
 
 
 def test_opening_a_past_run_sets_the_form_to_its_hyperparameters(trained, service):

@@ -22,11 +22,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .netspec import NetSpec, is_netspec_json
 
@@ -42,6 +43,15 @@ LayerType = Literal["linear", "relu", "sigmoid", "tanh", "softmax", "dropout"]
 def _fail(message: str) -> PydanticCustomError:
     # A custom error keeps the message verbatim (no "Value error, " prefix) for API clients.
     return PydanticCustomError("spec_error", message)
+
+
+def _raise_all(messages: list[str]) -> None:
+    """Raise every message at once (one error each, in order); nothing when there are none."""
+    if len(messages) == 1:
+        raise _fail(messages[0])
+    if messages:
+        raise ValidationError.from_exception_data("Architecture", [
+            InitErrorDetails(type=_fail(m), loc=(), input=None) for m in messages])
 
 
 def _ctx(info: ValidationInfo, key: str, default: Any) -> Any:
@@ -100,51 +110,52 @@ class Architecture(BaseModel):
     @model_validator(mode="after")
     def _layer_rules(self, info: ValidationInfo) -> Architecture:
         # Model-level (not field-level) so messages carry their own "layers[i]" location.
+        # Every broken rule is reported, not only the first: an import lists all its problems.
+        _raise_all(self._rule_errors(info))
+        return self
+
+    def _rule_errors(self, info: ValidationInfo) -> list[str]:
         layers = self.layers
+        errors: list[str] = []
         allow_dropout = _ctx(info, "allow_dropout", False)
         for i, layer in enumerate(layers):
             if layer.type == "dropout" and not allow_dropout:
-                raise _fail(
+                errors.append(
                     f"layers[{i}]: dropout is not allowed here; "
                     f"allowed: {', '.join(STRICT_LAYER_TYPES)}"
                 )
             if layer.type == "softmax" and i != len(layers) - 1:
-                raise _fail(
+                errors.append(
                     f"layers[{i}]: softmax is only allowed as the final layer "
                     f"(it is layer {i} of {len(layers)})"
                 )
         linear = [i for i, layer in enumerate(layers) if layer.type == "linear"]
         if not linear:
-            raise _fail("the architecture needs at least one linear layer")
+            return [*errors, "the architecture needs at least one linear layer"]
         if len(linear) > MAX_LINEAR_LAYERS:
-            raise _fail(
+            errors.append(
                 f"layers[{linear[MAX_LINEAR_LAYERS]}]: at most {MAX_LINEAR_LAYERS} linear layers "
                 f"are allowed, got {len(linear)}"
             )
         for prev, cur in zip(linear, linear[1:]):
             if layers[cur].in_ != layers[prev].out:
-                raise _fail(
+                errors.append(
                     f"layers[{cur}]: linear 'in' is {layers[cur].in_} but the previous linear "
                     f"layer (layers[{prev}]) outputs {layers[prev].out}"
                 )
-        return self
-
-    @model_validator(mode="after")
-    def _ends_fit(self, info: ValidationInfo) -> Architecture:
-        linear = [i for i, layer in enumerate(self.layers) if layer.type == "linear"]
         first, last = linear[0], linear[-1]
-        if self.layers[first].in_ != self.input_size:
-            raise _fail(
-                f"layers[{first}]: linear 'in' is {self.layers[first].in_} but input_size is "
+        if layers[first].in_ != self.input_size:
+            errors.append(
+                f"layers[{first}]: linear 'in' is {layers[first].in_} but input_size is "
                 f"{self.input_size}"
             )
         num_classes = _ctx(info, "num_classes", DEFAULT_NUM_CLASSES)
-        if self.layers[last].out != num_classes:
-            raise _fail(
-                f"layers[{last}]: final output is {self.layers[last].out} but the dataset has "
+        if layers[last].out != num_classes:
+            errors.append(
+                f"layers[{last}]: final output is {layers[last].out} but the dataset has "
                 f"{num_classes} classes"
             )
-        return self
+        return errors
 
     # Derived views -----------------------------------------------------------------------
     @property

@@ -229,7 +229,9 @@ def run_training(args: argparse.Namespace, *, title: str = "run") -> int:
                               offline=True if args.offline else None)
     except ApiError as exc:
         return fail("train", "; ".join(exc.errors or [exc.detail]))
-    where = "" if args.target == "local" and args.strategy == "single" else f" on {args.target}"
+    where = "" if args.target == "local" else f" on {args.target}"
+    if args.strategy != "single":  # torch.distributed ranks (target "distributed")
+        where = f" as {args.strategy} ranks{where}"
     print(f"{title}: model {model['model_id']}  run {queued['run_id']}{where}", file=sys.stderr)
     progress = Progress()
     run = follow(client, queued["run_id"], progress)

@@ -21,6 +21,7 @@ from .. import events as ev
 from ..model import build_model, encode_weights, load_weights, logits_module, model_cost
 from ..train.early_stopping import EarlyStopping
 from ..train.engine import evaluate
+from ..train.job import score_on_test_split
 from ..train.optim import make_optimizer
 from .common import (
     BatchOrder,
@@ -61,7 +62,7 @@ def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
             epochs_total=hp.epochs, n_train=order.n, n_val=int(splits.x_val.shape[0]),
             batch_size=order.batch_size, cuda_graph=False, strategy="ddp", world_size=world,
             flops_per_sample={"forward": cost.forward_flops, "backward": cost.backward_flops},
-            params=cost.params,
+            params=cost.params, dataset_source=getattr(splits, "source", None),
         ))
 
     def forward(xb: torch.Tensor, yb: torch.Tensor, b: int):
@@ -123,6 +124,10 @@ def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
 
     if rank != 0:
         return None
+    # Scored on the test split like a single-process run, so its summary has test metrics.
+    evaluation = score_on_test_split(logits_module(model), splits, run_id, epoch=epoch)
+    if evaluation is not None:
+        sink(evaluation)
     model = model.cpu()
     sink(ev.make_event(
         ev.RUN_COMPLETED, run_id, epochs_run=epoch, stopped_early=stop, metrics=metrics,

@@ -136,22 +136,31 @@ class _TestEvaluation:
         if self.completed is None:
             return
         completed, self.completed = self.completed, None
-        x, y = getattr(self.splits, "x_test", None), getattr(self.splits, "y_test", None)
-        if x is not None and y is not None and len(y) > 0:
-            from .engine import evaluate
-
-            device = next(result.model.parameters()).device
-            was_training = result.model.training
-            result.model.eval()
-            loss_sum, correct = evaluate(result.model, x.to(device), y.to(device))
-            result.model.train(was_training)
-            n = int(y.shape[0])
-            self.sink(ev.make_event(
-                ev.EVALUATION, completed["run_id"], epoch=completed["data"]["epochs_run"],
-                split="test",
-                test_loss=float(loss_sum.item()) / n, test_accuracy=int(correct.item()) / n,
-                n_test=n))
+        evaluation = score_on_test_split(result.model, self.splits, completed["run_id"],
+                                         epoch=completed["data"]["epochs_run"])
+        if evaluation is not None:
+            self.sink(evaluation)
         self.sink(completed)
+
+
+def score_on_test_split(model: Any, splits: Any, run_id: str, *,
+                        epoch: int) -> ev.Event | None:
+    """The ``evaluation`` event of a trained ``model`` on the test split (None without one):
+    every strategy sends it just before ``run.completed`` (the engine's runs, DDP's rank 0)."""
+    x, y = getattr(splits, "x_test", None), getattr(splits, "y_test", None)
+    if x is None or y is None or len(y) == 0:
+        return None
+    from .engine import evaluate
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = evaluate(model, x.to(device), y.to(device))
+    model.train(was_training)
+    n = int(y.shape[0])
+    return ev.make_event(ev.EVALUATION, run_id, epoch=epoch, split="test",
+                         test_loss=float(loss_sum.item()) / n,
+                         test_accuracy=int(correct.item()) / n, n_test=n)
 
 
 def _count(y: Any) -> int | None:

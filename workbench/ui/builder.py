@@ -83,6 +83,13 @@ def collapsing_linears(layers: list[dict[str, Any]]) -> list[str]:
     return hints
 
 
+# A label kept for screen readers and keyboard users' tools, out of the row's layout.
+HIDDEN_LABEL_CSS = """
+label { position: absolute !important; width: 1px; height: 1px; margin: -1px; padding: 0;
+  overflow: hidden; clip-path: inset(50%); white-space: nowrap; border: 0; }
+"""
+
+
 class LayerRow(Viewer):
     """The widgets of one layer. Structure (type) changes go through the builder."""
 
@@ -91,17 +98,22 @@ class LayerRow(Viewer):
     def __init__(self, builder: Builder, index: int, layer: dict[str, Any]):
         super().__init__(index=index)
         self._builder = builder
+        # Each input has a label (its accessible name: "Layer 1 out"), visually hidden: the
+        # row's "#1" and arrow already say it to the eye.
         self.type = pn.widgets.Select(
-            options=list(LAYER_CHOICES), value=layer["type"], width=110, margin=(2, 4),
-            css_classes=[f"layer-{index}-type"],
+            label=f"Layer {index} type", options=list(LAYER_CHOICES), value=layer["type"],
+            width=110, margin=(2, 4), css_classes=[f"layer-{index}-type"],
+            stylesheets=[HIDDEN_LABEL_CSS],
         )
         self.in_ = pn.widgets.IntInput(
-            label="", value=layer.get("in") or 1, start=1, end=65536, width=90, margin=(2, 4),
-            css_classes=[f"layer-{index}-in"], visible=layer["type"] == "linear",
+            label=f"Layer {index} in", value=layer.get("in") or 1, start=1, end=65536,
+            width=90, margin=(2, 4), css_classes=[f"layer-{index}-in"],
+            visible=layer["type"] == "linear", stylesheets=[HIDDEN_LABEL_CSS],
         )
         self.out = pn.widgets.IntInput(
-            label="", value=layer.get("out") or 1, start=1, end=65536, width=90, margin=(2, 4),
-            css_classes=[f"layer-{index}-out"], visible=layer["type"] == "linear",
+            label=f"Layer {index} out", value=layer.get("out") or 1, start=1, end=65536,
+            width=90, margin=(2, 4), css_classes=[f"layer-{index}-out"],
+            visible=layer["type"] == "linear", stylesheets=[HIDDEN_LABEL_CSS],
         )
         self.arrow = html("→", visible=layer["type"] == "linear", margin=(8, 0))
         self.label = html(f"<span class='wb-idx'>#{index}</span>", width=28,

@@ -1,4 +1,6 @@
-"""Devices: the distributed trainer's layer allocation per job, and per-device TFLOPS history.
+"""Devices: where runs can go (``targets_view``) and the actions on it (``nodes_admin``: register,
+check and remove nodes, launch on a target), the distributed trainer's layer allocation per job,
+and per-device TFLOPS history.
 
 - **Stages** of a job (``/api/jobs/<id>``'s ``allocation``): which consecutive layers run on
   which device, the layer sizes at each stage's boundaries, the stage's forward + backward FLOPs
@@ -20,6 +22,7 @@ import plotly.graph_objects as go
 from panel.viewable import Viewer
 
 from ..store.jobs import TrainerJob, TrainerJobs
+from .nodes_admin import NodeAdmin
 from .state import AppState
 from .targets_view import target_rows, targets_table
 from .theme import escape_html, html
@@ -125,12 +128,17 @@ class DevicesView(Viewer):
         self._history = pn.pane.Plotly(go.Figure(), height=320, sizing_mode="stretch_width",
                                        config={"displaylogo": False},
                                        css_classes=["chart-device-tflops"])
+        self.admin = NodeAdmin(state, on_change=self._refresh_targets)
         self.refresh()
 
-    def refresh(self) -> None:
-        """Re-read devices, nodes, jobs and sessions from the store."""
+    def _refresh_targets(self) -> None:
         self._targets.object = targets_table(target_rows(
             self.state.service, known_peaks={self.state.device: self.state.peak_tflops}))
+
+    def refresh(self) -> None:
+        """Re-read devices, nodes, workers, jobs and sessions from the store."""
+        self.admin.refresh()
+        self._refresh_targets()
         jobs = self.jobs.list_jobs()
         self._by_id = {j.job_id: j for j in jobs}
         ids = [j.job_id for j in reversed(jobs)]  # newest first
@@ -164,6 +172,8 @@ class DevicesView(Viewer):
                    pn.Column(refresh, margin=(18, 0))),
             html("<h3 class='wb-h'>Where runs can go</h3>"),
             self._targets,
+            html("<h3 class='wb-h'>Register a node · check · remove · launch here</h3>"),
+            self.admin,
             html("<h3 class='wb-h'>Distributed-trainer jobs: pipeline stages</h3>"),
             self._stages, self._share,
             html("<h3 class='wb-h'>TFLOPS history per device</h3>"),

@@ -26,6 +26,7 @@ from .theme import escape_html, escape_markdown, html, mark_empty
 from .tracked import TrackedSeries
 
 POLL_MS = 250
+PROGRESS_STEP = 0.005  # the bar moves in steps of half a percent (a redraw each)
 NO_RUN = ("No run selected: set the hyperparameters on the left and press ▶ Launch training, "
           "or open a past run from the Runs tab.")
 CHARTS = ("loss", "accuracy", "tflops", "throughput")
@@ -79,6 +80,8 @@ class LiveRun(Viewer):
     peak_tflops = param.Number(default=None, allow_None=True)
     epoch_points = param.Integer(default=0, doc="epochs drawn on the charts (a tracked run: "
                                  "points of its longest charted series)")
+    progress = param.Number(default=0.0, bounds=(0.0, 1.0),
+                            doc="share of the run's training steps done: moves inside an epoch")
 
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
@@ -120,6 +123,7 @@ class LiveRun(Viewer):
         self._history, self._steps, self._started = {}, {}, {}
         self._tracked, self._external = TrackedSeries(), False
         self.run_id, self.error, self.epoch, self.epoch_points = run_id, "", 0, 0
+        self.progress = 0.0
         if not run_id:
             self.run_state = ""
             self._redraw()
@@ -159,7 +163,23 @@ class LiveRun(Viewer):
             return False
         self._dirty = False
         self._redraw()
+        self._update_progress()
         return True
+
+    def _update_progress(self) -> None:
+        """The bar follows the step events inside an epoch. Set once per poll (whatever
+        number of steps arrived) and only when it moved by a visible amount, so the header is
+        redrawn at most a few times a second however fast steps come."""
+        if self.run_state == "succeeded":
+            done = 1.0
+        else:
+            position = float(self.epoch)
+            per_epoch = self._steps_per_epoch()
+            if self._steps and per_epoch:
+                position = max(position, max(self._steps) / per_epoch)
+            done = min(position / self.epochs_total, 1.0) if self.epochs_total else 0.0
+        if abs(done - self.progress) >= PROGRESS_STEP or (done == 1.0 != self.progress):
+            self.progress = done
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind, data = event.get("type"), event.get("data") or {}
@@ -317,7 +337,7 @@ class LiveRun(Viewer):
                              else len(self._series("train_loss")[0]))
 
     @param.depends("run_id", "run_state", "epoch", "epochs_total", "device", "peak_tflops",
-                   "error")
+                   "error", "progress")
     def _header(self) -> pn.viewable.Viewable:
         if not self.run_id:
             return html(f"<div class='wb-empty'>{NO_RUN}</div>")
@@ -326,7 +346,7 @@ class LiveRun(Viewer):
         share = (f"{100 * total / self.peak_tflops:.1f}%" if total and self.peak_tflops
                  else "–")
         color = _STATE_COLORS.get(self.run_state, "#667085")
-        done = 100.0 * min(self.epoch / self.epochs_total, 1.0) if self.epochs_total else 0.0
+        done = 100.0 * self.progress
         kpi = "<div class='wb-kpi'><div class='k'>{}</div><div class='v'>{}</div></div>"
         fmt = (lambda v, f: f.format(v) if v is not None else "–")  # noqa: E731
         kpis = (
@@ -336,6 +356,7 @@ class LiveRun(Viewer):
                          f"{escape_html(self.run_state)}</span>")
             + kpi.format("epoch", f"<span class='wb-epoch'>{self.epoch}</span> / "
                          f"{self.epochs_total}")
+            + kpi.format("done", f"<span class='wb-done'>{done:.0f}%</span>")
             + kpi.format("samples / s", fmt(last.get("samples_per_s"), "{:,.0f}"))
             + kpi.format("TFLOPS fwd / bwd",
                          f"{fmt(last.get('forward_tflops'), '{:.3g}')} / "
@@ -345,7 +366,9 @@ class LiveRun(Viewer):
             + kpi.format("device", escape_html(self.device or "–"))
             + "</div>"
             # a plain HTML bar: Panel's Progress widget re-sends CDN stylesheet URLs on update
-            + f"<div class='wb-bar'><div style='width:{done:.1f}%'></div></div>"
+            + f"<div class='wb-bar' role='progressbar' aria-label='training progress' "
+            f"aria-valuenow='{done:.0f}' aria-valuemin='0' aria-valuemax='100'>"
+            f"<div style='width:{done:.1f}%'></div></div>"
         )
         parts: list[Any] = [html(kpis, sizing_mode="stretch_width")]
         if self.error:

@@ -71,6 +71,28 @@ def key_record(conn: HTTPConnection, key: str | None) -> Any:
     return keyring.verify(key)
 
 
+def session_authorizer(keyring: Any, headers: Any, cookies: Any) -> Any:
+    """``scope -> bool`` for an app session, from the request that opened it (its bearer key or
+    login cookie): the key is looked up again at each call, so revoking it, or a key without
+    ``admin``, refuses the app's admin actions as the REST API refuses them."""
+    auth = str(headers.get("Authorization") or headers.get("authorization") or "")
+    scheme, _, token = auth.partition(" ")
+    key_id: str | None = None
+    if scheme.lower() == "bearer" and token.strip():
+        record = keyring.verify(token.strip())
+        key_id = record.key_id if record is not None else None
+    else:
+        host = headers.get("Host") or headers.get("host")
+        record = keyring.session(cookies.get(cookie_name(host)) or None)
+        key_id = record.key_id if record is not None else None
+
+    def authorize(scope: str) -> bool:
+        return key_id is not None and allows(keyring.record(key_id), scope)
+
+    authorize.key_id = key_id  # type: ignore[attr-defined]  # who registers a node, for example
+    return authorize
+
+
 def key_valid(conn: HTTPConnection, key: str | None) -> bool:
     """A usable key whose scopes allow the app (``auth.APP_SCOPE``): the policy's check."""
     return allows(key_record(conn, key), APP_SCOPE)

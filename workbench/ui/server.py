@@ -77,6 +77,7 @@ def mount(app: Any, service: Any, *, allowed_origins: frozenset[str] = frozenset
     from panel.io.fastapi import add_applications
 
     from .app import TITLE, create_app
+    from .login import session_authorizer
     from .state import prewarm_peaks
 
     # The device peak (for predicted epoch times and "share of peak") is measured in the
@@ -106,6 +107,9 @@ def mount(app: Any, service: Any, *, allowed_origins: frozenset[str] = frozenset
         # the page: LibraryLoader fetches them when a tab needs them.
         pn.extension(notifications=False)
         view = spares.pop() if spares else create_app(service, lazy_js=True)
+        # The app's actions use the REST policy's scopes: admin ones ask this session's key.
+        view.state.authorize = session_authorizer(app.state.keyring, pn.state.headers,
+                                                  pn.state.cookies)
         # On a thread, outside any session's document: the event loop keeps serving this
         # visitor's JS and websocket meanwhile (only views are made, no Bokeh models).
         timer = threading.Timer(SPARE_DELAY_S, refill)

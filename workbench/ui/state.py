@@ -69,6 +69,10 @@ class AppState(param.Parameterized):
     defer_peak = param.Boolean(
         default=False, doc="served sessions: read the pre-measured peak, never measure inline"
     )
+    authorize = param.Callable(
+        default=None, allow_None=True,
+        doc="scope -> whether this session's API key allows it, asked at each action (the "
+            "REST policy's check); None: an in-process app (a notebook's own service)")
 
     def __init__(self, **params: Any):
         devices = available_devices()
@@ -77,6 +81,11 @@ class AppState(param.Parameterized):
         if "device" not in params:
             self.device = devices[-1]  # a GPU when there is one
         self._measure_peak()
+
+    def may(self, scope: str) -> bool:
+        """Whether this session may do what needs ``scope`` (read, train, admin), the same
+        scopes the REST routes declare (``workbench.api.policy``)."""
+        return self.authorize is None or bool(self.authorize(scope))
 
     @property
     def num_classes(self) -> int:

@@ -1,6 +1,8 @@
-"""The Devices tab's first table: every place a run can go -- this machine's CPU and GPUs and
-each registered Jupyter node -- with status, load, queue, measured peak, current run and when
-it was last seen. Read from the store the service owns (the app runs in the owner)."""
+"""The Devices tab's first table: every place a run can go -- this machine's CPU and GPUs, each
+registered Jupyter node and each ``workbench worker`` registered with the distributed trainer
+-- with status, load, queue, measured peak, current run and when it was last seen. Read from
+the store the service owns (the app runs in the owner); a worker's status and load come from
+its public ``/health`` (no token sent), asked when the table is drawn."""
 
 from __future__ import annotations
 
@@ -8,11 +10,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import peaks
+from ..distributed.worker import worker_health
+from ..store.jobs import TrainerJobs
 from .theme import escape_html
 
-NO_NODES = ("No remote nodes registered. An admin adds a Jupyter Server to train on with "
-            "<code>workbench nodes add URL</code>; it then shows here and as a target in the "
-            "Train tab.")
+NO_NODES = ("No remote nodes registered. An admin adds a Jupyter Server to train on in the "
+            "form below (or with <code>workbench nodes add URL</code>); it then shows here and "
+            "as a target in the Train tab.")
+
+
+WORKER_HEALTH_S = 1.0  # a worker that does not answer this fast shows as offline
 
 
 def local_devices() -> list[str]:
@@ -65,6 +72,31 @@ def target_rows(service: Any, now: datetime | None = None,
                      "queued": queued, "peak_tflops": node.performance_score,
                      "current_run": current, "last_seen": _ago(node.last_seen, now),
                      "node_id": node.node_id})
+    return rows + worker_rows(store)
+
+
+def worker_rows(store: Any) -> list[dict[str, Any]]:
+    """One row per ``workbench worker`` registered with a distributed-trainer job."""
+    rows = []
+    for device in TrainerJobs(store).list_devices():
+        try:
+            health = worker_health(device.ip, device.port, timeout_s=WORKER_HEALTH_S)
+        except (RuntimeError, OSError, ValueError):
+            health = None
+        jobs = (health or {}).get("jobs") or []
+        max_ranks = (health or {}).get("max_ranks") or 0
+        rows.append({
+            "where": f"worker {device.ip}:{device.port}",
+            "device": f"{(health or {}).get('device') or '?'} · trainer device "
+                      f"#{device.device_id}",
+            "status": "offline" if health is None else ("busy" if jobs else "online"),
+            "load": f"{len(jobs) / max_ranks:.2f}" if max_ranks else "–",
+            "queued": 0,  # a worker runs what a job hands it; it keeps no queue
+            "peak_tflops": device.score if device.score is not None
+            else (health or {}).get("score_tflops"),
+            "current_run": f"job {device.job_id}",
+            "last_seen": "–" if health is None else "now",
+            "worker": f"{device.ip}:{device.port}"})
     return rows
 
 
