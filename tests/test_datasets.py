@@ -72,6 +72,30 @@ def test_images_and_npz_and_their_errors(tmp_path):
         read_source(tmp_path / "bad.csv", label="target")
 
 
+def test_a_query_reads_only_the_tables_it_is_given(tmp_path):
+    from workbench.data.tables import read_query
+
+    tables = {"wine": wine_csv(tmp_path / "wine.csv")}
+    table = read_query('SELECT * EXCLUDE (magnesium) FROM wine WHERE label <> \'class_2\'',
+                       tables)
+    assert table.input_shape == [12] and sorted(set(table.labels)) == ["class_0", "class_1"]
+    assert len(table.labels) == 59 + 71
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a,label\n1,0\n2,1\n")
+    for sql in ("SELECT * FROM read_csv('/etc/passwd')",
+                f"SELECT * FROM wine UNION ALL SELECT * FROM read_csv_auto('{secret}')",
+                f"SELECT * FROM '{secret}'"):
+        with pytest.raises(ValueError, match="disabled by configuration"):
+            read_query(sql, tables)
+    for sql in ("SET enable_external_access = true", "SELECT 1; SELECT 2",
+                f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'", f"ATTACH '{tmp_path / 'x.db'}'"):
+        with pytest.raises(ValueError, match="exactly one SELECT"):
+            read_query(sql, tables)
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "x.db").exists()
+    with pytest.raises(ValueError, match="no label column 'label'"):
+        read_query("SELECT alcohol FROM wine", tables)
+
+
 def _train(http, architecture, dataset, **hp):
     created = http.post("/api/v1/networks", json={"architecture": architecture})
     assert created.status_code == 201, created.text
@@ -135,3 +159,4 @@ def test_registered_by_path_and_upload_then_trained_over_rest(live_server, tmp_p
         r = http.post(f"/api/v1/networks/{created['data']['model_id']}/train",
                       json={"dataset": "bars"})
         assert r.status_code == 422 and "[1, 12, 12] (144 values)" in r.text
+

@@ -23,6 +23,8 @@ import orjson
 
 _RETRY_STATUS = {429, 502, 503, 504}
 _TERMINAL = {"succeeded", "failed", "cancelled"}
+# the datasets the MNIST MLP API's POST /api/models/{id}/train names; others: /api/v1/networks
+MNIST_API_DATASETS = ("mnist", "fashion-mnist")
 
 
 class ApiError(Exception):
@@ -112,7 +114,14 @@ class Client:
               cuda_graph: bool = True, offline: bool | None = None) -> dict[str, Any]:
         """Queue a run: ``{"run_id", "model_id", "status": "queued"}``. ``target``: local,
         local-kernel, distributed or a node id; ``strategy`` ddp / pipeline with
-        ``world_size`` ranks trains on torch.distributed."""
+        ``world_size`` ranks trains on torch.distributed. ``dataset``: mnist, fashion-mnist or
+        (trained on the local target) any other dataset a run may name, by name or id
+        (``GET /api/v1/datasets``)."""
+        if dataset not in MNIST_API_DATASETS:
+            return self._train_on_registered(model_id, hyperparams, dataset=dataset,
+                                             limit=limit, device=device, target=target,
+                                             strategy=strategy, cuda_graph=cuda_graph,
+                                             offline=offline)
         body: dict[str, Any] = {"dataset": dataset, "device": device, "target": target}
         if strategy != "single":
             body["strategy"] = strategy
@@ -127,6 +136,40 @@ class Client:
         if limit is not None:
             body["limit"] = limit
         return self._request("POST", f"/models/{model_id}/train", json=body)
+
+    # --- cnn20b: registered datasets (issue 20) ---
+    def _train_on_registered(self, model_id: str, hyperparams: dict[str, Any] | None, *,
+                             dataset: str, limit: int | None, device: str, target: str,
+                             strategy: str, cuda_graph: bool, offline: bool | None
+                             ) -> dict[str, Any]:
+        """``POST /api/v1/networks/{id}/train``: the MNIST MLP API's train route takes only
+        its two datasets; the native one takes the registry's (on the local target)."""
+        if target != "local" or strategy != "single":
+            raise ValueError(f"dataset {dataset!r}: a registered dataset trains on the local "
+                             f"target only (got target {target!r}, strategy {strategy!r})")
+        body: dict[str, Any] = {"dataset": dataset, "device": device}
+        for key, value in (("hyperparams", hyperparams), ("limit", limit),
+                           ("offline", offline)):
+            if value is not None:
+                body[key] = value
+        if not cuda_graph:
+            body["cuda_graph"] = False
+        return self._request("POST", f"/v1/networks/{model_id}/train", json=body)["data"]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Every dataset a run may name, with shape, classes and counts."""
+        return self._request("GET", "/v1/datasets")["data"]
+
+    def register_dataset(self, name: str, *, path: str | None = None, query: str | None = None,
+                         label: str = "label") -> dict[str, Any]:
+        """Register a CSV/Parquet/NPZ file or image folder by ``path`` (inside the owner's
+        data roots), or a read-only DuckDB ``query`` over registered tables."""
+        body: dict[str, Any] = {"name": name, "label": label}
+        for key, value in (("path", path), ("query", query)):
+            if value is not None:
+                body[key] = value
+        return self._request("POST", "/v1/datasets", json=body)["data"]
+    # --- end cnn20b ---
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/runs/{run_id}")

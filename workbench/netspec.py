@@ -219,3 +219,13 @@ class NetSpec(BaseModel):
 def is_netspec_json(data: Any) -> bool:
     """The native spec is told apart from the MNIST MLP API's by its ``input_shape``."""
     return isinstance(data, NetSpec) or (isinstance(data, dict) and "input_shape" in data)
+
+
+def as_netspec_json(data: dict[str, Any]) -> dict[str, Any]:
+    """An MNIST MLP API architecture (``input_size`` + linear/activation/dropout layers, whose
+    fields the native spec shares) in the native form, ``input_shape: [input_size]``: how a
+    network for another dataset than MNIST's ten classes is stored. A native spec is returned
+    as it is."""
+    if is_netspec_json(data) or "input_size" not in data:
+        return data
+    return {"input_shape": [data["input_size"]], "layers": data.get("layers", [])}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import events as ev
-from .netspec import is_netspec_json
+from .netspec import as_netspec_json, is_netspec_json
 from .spec import Architecture, validate_architecture, validate_network
 from .track import current_run, finish, init, log  # noqa: F401  (track your own training)
 from .track import watch as _watch_model
@@ -54,15 +54,20 @@ def use(workbench_client: Any) -> None:
         _client = workbench_client
 
 
-def _architecture(arch: Any) -> dict[str, Any]:
+def _architecture(arch: Any, *, native: bool = False) -> dict[str, Any]:
     """Architecture | NetSpec | builder | JSON dict (either form) | ``[784, 128, 10]`` ->
-    validated JSON."""
+    validated JSON; ``native``: in the native spec's form (a registered dataset's network,
+    with its own class count)."""
     if hasattr(arch, "architecture") and not isinstance(arch, dict):
         arch = arch.architecture
         if arch is None:
             raise ValueError("the builder's architecture is not valid yet")
     if isinstance(arch, (list, tuple)):
         arch = Architecture.from_layer_sizes(list(arch))
+    if native:
+        if isinstance(arch, Architecture):
+            arch = arch.to_json()
+        arch = as_netspec_json(arch)
     if is_netspec_json(arch):  # the native spec (CNNs); its classes are checked per run
         return validate_network(arch, num_classes=None).to_json()
     return validate_architecture(arch).to_json()
@@ -254,8 +259,11 @@ def train(
     name: str | None = None, wait: bool = False, show: bool = True,
 ) -> NotebookRun:
     """Start a run and show its live progress in the cell; returns a ``NotebookRun``."""
+    from .client import MNIST_API_DATASETS
+
     c = client()
-    model = c.create_model(_architecture(architecture), hyperparams, name=name)
+    arch = _architecture(architecture, native=dataset not in MNIST_API_DATASETS)
+    model = c.create_model(arch, hyperparams, name=name)
     queued = c.train(model["model_id"], dataset=dataset, target=target, device=device,
                      limit=limit)
     handle = NotebookRun(c, queued["run_id"], c.get_run(queued["run_id"])["epochs_total"])

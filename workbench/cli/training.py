@@ -38,8 +38,10 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-split", type=float, help="share of training data used to train "
                    "(the rest validates; default 0.9)")
     p.add_argument("--patience", type=int, help="early stopping patience in epochs")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
-                   help="default: %(default)s")
+    p.add_argument("--dataset", default="mnist",
+                   help="mnist | fashion-mnist | a bundled table (digits, iris, wine, "
+                   "breast-cancer) | a registered dataset's name or id (`GET /api/v1/datasets`;"
+                   " trains on the local target); default: %(default)s")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N "
                    "(default: %(default)s)")
     p.add_argument("--eager", action="store_true", help="no CUDA graphs (CUDA only)")
@@ -53,13 +55,26 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world-size", type=int, help="ranks of a ddp / pipeline run (default 2)")
 
 
+def registered_dataset(args: argparse.Namespace) -> bool:
+    """A dataset of the registry rather than the MNIST MLP API's mnist / fashion-mnist."""
+    from ..client import MNIST_API_DATASETS
+
+    return args.dataset not in MNIST_API_DATASETS
+
+
 def architecture_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from ..netspec import as_netspec_json
     from ..spec import Architecture
 
     if args.arch:
-        return json.loads(Path(args.arch).read_text())
-    sizes = [int(s) for s in args.layers.split(",") if s.strip()]
-    return Architecture.from_layer_sizes(sizes, num_classes=10).to_json()
+        arch = json.loads(Path(args.arch).read_text())
+    else:
+        sizes = [int(s) for s in args.layers.split(",") if s.strip()]
+        # a registered dataset has its own class count: the run checks it against the last size
+        classes = None if registered_dataset(args) else 10
+        arch = Architecture.from_layer_sizes(sizes, num_classes=classes).to_json()
+    # the MNIST MLP API stores ten-class MLPs only; the native spec any network
+    return as_netspec_json(arch) if registered_dataset(args) else arch
 
 
 def hyperparams_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,6 +230,9 @@ def run_training(args: argparse.Namespace, *, title: str = "run") -> int:
     except (OSError, ValueError) as exc:
         print("workbench: invalid model:", f"  {exc}", sep="\n", file=sys.stderr)
         return 2
+    if registered_dataset(args) and (args.target != "local" or args.strategy != "single"):
+        return fail("train", f"dataset {args.dataset!r}: a registered dataset trains on the "
+                    "local target only (no --target / --strategy)")
     client = _connect()
     try:
         model = client.create_model(architecture, hyperparams)

@@ -94,20 +94,70 @@ def _read_columns(path: Path, kind: str, label: str) -> Table:
         raise ValueError(f"{path.name}: not a readable {kind} file ({exc})") from None
     finally:
         con.close()
+    return _columns_table(path.name, columns, types, frame, label)
+
+
+def _columns_table(what: str, columns: list[str], types: list[str], frame: Any,
+                   label: str) -> Table:
+    """Feature columns (numbers) + a label column of a CSV, Parquet or query result."""
     if label not in columns:
-        raise ValueError(f"{path.name}: no label column {label!r}; columns: {', '.join(columns)}")
+        raise ValueError(f"{what}: no label column {label!r}; columns: {', '.join(columns)}")
     features = [c for c in columns if c != label]
     bad = [c for c, t in zip(columns, types) if c != label and not _numeric(t)]
     if bad:
-        raise ValueError(f"{path.name}: feature columns must be numbers; not numeric: "
+        raise ValueError(f"{what}: feature columns must be numbers; not numeric: "
                          f"{', '.join(bad)}")
     if not features:
-        raise ValueError(f"{path.name}: no feature columns besides {label!r}")
+        raise ValueError(f"{what}: no feature columns besides {label!r}")
     x = np.stack([np.asarray(frame[c], dtype=np.float32) for c in features], axis=1)
+    if len(x) == 0:
+        raise ValueError(f"{what}: no rows")
     if not np.isfinite(x).all():
-        raise ValueError(f"{path.name}: feature values must be finite numbers (found empty, "
+        raise ValueError(f"{what}: feature values must be finite numbers (found empty, "
                          "NaN or infinite cells)")
     return Table(x, np.asarray(frame[label]), [len(features)], features)
+
+
+# --- cnn20b: a DuckDB query over registered tables as a dataset source (issue 20) ---
+QUERY_MEMORY_LIMIT = "1GB"
+
+
+def read_query(sql: str, tables: dict[str, Path], *, label: str = "label") -> Table:
+    """The result of one ``SELECT`` over ``tables`` (name -> a CSV or Parquet file already
+    registered, hence inside the data roots) as a dataset. Only those files are read, by this
+    code, into an in-memory database; the user's SQL then runs with external access off
+    (no files, URLs or extensions) and the configuration locked, so ``read_csv('/etc/passwd')``
+    and ``SET enable_external_access = true`` are refused (``ValueError`` for both)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False,
+                                             "autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    try:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise ValueError(f"query: {exc}") from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise ValueError("query: expected exactly one SELECT statement")
+        for name, path in tables.items():
+            reader = "read_parquet" if path.suffix.lower() == ".parquet" else "read_csv_auto"
+            con.execute(f'CREATE TABLE "{name.replace(chr(34), chr(34) * 2)}" AS '
+                        f"SELECT * FROM {reader}(?)", [str(path)])
+        for setting, value in (("enable_external_access", "false"),
+                               ("memory_limit", f"'{QUERY_MEMORY_LIMIT}'"),
+                               ("lock_configuration", "true")):  # last: nothing changes after
+            con.execute(f"SET {setting} = {value}")
+        try:
+            rel = con.sql(sql)
+            columns, types = rel.columns, [str(t) for t in rel.types]
+            frame = rel.fetchnumpy()
+        except duckdb.Error as exc:
+            raise ValueError(f"query: {exc}") from None
+    finally:
+        con.close()
+    return _columns_table("query", columns, types, frame, label)
+# --- end cnn20b ---
 
 
 def _numeric(duck_type: str) -> bool:

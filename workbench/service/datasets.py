@@ -75,6 +75,46 @@ def register_upload(store: Store, name: str, filename: str, content: bytes, *,
     return _store(store, name, table.kind, f"upload:{Path(filename).name}", prepared)
 
 
+# --- cnn20b: a DuckDB query over registered CSV/Parquet datasets (issue 20) ---
+MAX_QUERY_CHARS = 10_000
+
+
+def table_file(record: DatasetRecord) -> Path | None:
+    """The CSV/Parquet file a registered table was read from, if it still is one a query may
+    read: inside the data roots (by path) or the home's upload directory (uploads)."""
+    if record.kind != "table":
+        return None
+    if record.source.startswith("upload:"):
+        suffix = Path(record.source[len("upload:"):]).suffix.lower()
+        path = _data_dir() / "uploads" / f"{record.name}{suffix}"
+        roots = [*get_settings().file_roots, path.parent]
+    else:
+        path, roots = Path(record.source), None
+    if path.suffix.lower() not in (".csv", ".parquet") or not path.is_file():
+        return None
+    return path if outbound.within_roots(path, roots) else None
+
+
+def register_query(store: Store, name: str, sql: str, *, label: str = "label") -> DatasetRecord:
+    """Register the result of one read-only ``SELECT`` over registered CSV/Parquet datasets
+    (named like tables: ``SELECT * FROM "wine-csv" WHERE ...``); the query reads nothing else
+    (``workbench.data.tables.read_query``)."""
+    from ..data.tables import prepare, read_query
+
+    _check_name(store, name)
+    if not sql.strip() or len(sql) > MAX_QUERY_CHARS:
+        raise SubmitError("query", f"give one SELECT of at most {MAX_QUERY_CHARS} characters")
+    tables = {r.name: path for r in store.list_datasets()
+              if r.name in sql and (path := table_file(r)) is not None}
+    try:
+        table = read_query(sql, tables, label=label)
+        prepared = prepare(table, _data_dir() / "datasets" / f"{name}.npz")
+    except ValueError as exc:
+        raise SubmitError("query", str(exc)) from None
+    return _store(store, name, "query", f"query: {sql.strip()}", prepared)
+# --- end cnn20b ---
+
+
 def builtin_table(store: Store, name: str) -> DatasetRecord | None:
     """A scikit-learn bundled table, registered on first use (None if unknown/unavailable)."""
     from ..data.tables import BUILTIN_TABLES, builtin_tables_available, prepare
@@ -127,3 +167,30 @@ def view(record: DatasetRecord) -> dict[str, Any]:
             "classes": record.classes, "counts": record.counts, "n_samples": record.n_samples,
             "stats": record.stats, "registered": True,
             "created_at": record.created_at.isoformat() if record.created_at else None}
+
+
+def test_split(store: Store, dataset: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The test set a run of ``dataset`` was scored on, as the model takes it: ``{"x": (n,
+    features) float32, "y": (n,) int64, "classes"}`` (a registered dataset's split is seeded by
+    the run's ``seed`` and ``train_split``; MNIST's is its test file)."""
+    from ..data import DATASETS, canonical_name, load_splits
+
+    try:
+        key = canonical_name(dataset)
+    except ValueError:
+        key = None
+    if key is not None:
+        splits = load_splits(key, progress=False, train_split=1.0)
+        classes = list(DATASETS[key].classes)
+    else:
+        from ..data.tables import load_prepared_splits
+
+        record = resolve(store, dataset)
+        if record is None or record.file is None:
+            raise SubmitError("dataset", f"unknown dataset {dataset!r}")
+        splits = load_prepared_splits(Path(record.file), name=record.name,
+                                      num_classes=len(record.classes),
+                                      train_split=float(hyperparams.get("train_split", 0.9)),
+                                      seed=int(hyperparams.get("seed", 42)))
+        classes = list(record.classes)
+    return {"x": splits.x_test.numpy(), "y": splits.y_test.numpy(), "classes": classes}

@@ -231,21 +231,34 @@ class Workbench:
         return registry.view(record)
 
     def register_dataset(self, name: str, *, path: str | None = None,
-                         upload: tuple[str, bytes] | None = None,
+                         upload: tuple[str, bytes] | None = None, query: str | None = None,
                          label: str = "label") -> dict[str, Any]:
-        """Register a file or image folder by path (inside the data roots) or an uploaded
-        file; ``SubmitError`` naming the field for anything refused."""
+        """Register a file or image folder by path (inside the data roots), an uploaded file
+        or a read-only DuckDB ``query`` over registered CSV/Parquet datasets; ``SubmitError``
+        naming the field for anything refused."""
         from pathlib import Path
 
         from . import datasets as registry
 
-        if upload is not None:
+        if query is not None and (path or upload is not None):
+            raise SubmitError("query", "give either a path or a query, not both")
+        if query is not None:
+            record = registry.register_query(self.store, name, query, label=label)
+        elif upload is not None:
             record = registry.register_upload(self.store, name, *upload, label=label)
         elif path:
             record = registry.register(self.store, name, Path(path).expanduser(), label=label)
         else:
             raise SubmitError("path", "give a path (or upload a file)")
         return registry.view(record)
+
+    def run_test_data(self, run_id: str) -> dict[str, Any]:
+        """The test set ``run_id`` was scored on, with its class names (the playground's
+        confusion matrix; cnn20b)."""
+        from . import datasets as registry
+
+        run = self.get_run(run_id)
+        return registry.test_split(self.store, run.dataset, run.hyperparams)
 
     def _store_run(self, model_id: str, hp: Hyperparams, dataset: str, target: str, *,
                    name: str | None = None, experiment: str | None = None,
@@ -254,8 +267,9 @@ class Workbench:
 
         try:
             dataset = canonical_name(dataset)
-        except ValueError:
-            pass  # a registered dataset keeps its own name
+        except ValueError:  # a registered dataset: its name, also when given by id
+            record = self.store.get_dataset(dataset)
+            dataset = record.name if record is not None else dataset
 
         return self.store.create_run(
             model_id=model_id, hyperparams=hp.to_json(), epochs_total=hp.epochs,

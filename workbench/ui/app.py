@@ -24,6 +24,7 @@ from .devices_view import DevicesView
 from .launch import LaunchPanel
 from .lazy import LibraryLoader
 from .live import LiveRun
+from .netbuilder import NetBuilder
 from .playground import Playground
 from .runs import RunsView
 from .state import AppState
@@ -59,6 +60,7 @@ class WorkbenchApp(Viewer):
         load them in the browser before a tab that needs them is built."""
         super().__init__(state=state or AppState(service=service, defer_peak=lazy_js))
         self.builder = Builder(self.state)
+        self.netbuilder = NetBuilder(self.state)  # cnn20b: native networks (CNNs)
         self.views: dict[str, Any] = {}
         self._built: set[str] = set()
         self._loader = LibraryLoader(on_ready=self._build_ready) if lazy_js else None
@@ -69,7 +71,8 @@ class WorkbenchApp(Viewer):
                                       sizing_mode="stretch_width", margin=0)
                        for tab in TABS[1:]}
         self.tabs = pn.Tabs(
-            ("Build", pn.Column(self.builder, margin=(10, 16), sizing_mode="stretch_width")),
+            ("Build", pn.Column(self._build_modes(), margin=(10, 16),
+                                sizing_mode="stretch_width")),
             *self._slots.items(), sizing_mode="stretch_width",
             css_classes=["wb-tabs"],
         )
@@ -82,6 +85,15 @@ class WorkbenchApp(Viewer):
             f"<span class='dev'>{header_device(self.state.device)}</span></div>",
             stylesheets=[HEADER_CSS], sizing_mode="stretch_width", margin=0,
         )
+
+    def _build_modes(self) -> pn.Tabs:
+        """The MLP builder (the MNIST MLP API's form) and the network builder (native spec:
+        CNNs, any dataset); the open one is what a launch trains (cnn20b, issue 20)."""
+        modes = pn.Tabs(("MLP", self.builder), ("Network (CNN)", self.netbuilder),
+                        sizing_mode="stretch_width", css_classes=["wb-build-modes"])
+        modes.param.watch(lambda e: setattr(self.state, "build_mode",
+                                            ("mlp", "network")[e.new]), "active")
+        return modes
 
     def _keep_builder_in_url(self) -> None:
         """The architecture lives in the page's URL: a reload keeps the work, and the address

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from ..data.datasets import DATASETS
 from ..spec import Hyperparams, error_messages
 from .state import FULL_TRAIN_SAMPLES, AppState
-from .theme import escape_markdown, html
+from .theme import escape_html, escape_markdown, html
 
 
 def _describe_error(exc: Exception) -> str:
@@ -92,19 +92,21 @@ class LaunchPanel(Viewer):
 
     @param.depends("train_split", "limit", "state.dataset", watch=True)
     def _estimate(self) -> None:
-        n = round(FULL_TRAIN_SAMPLES.get(self.state.dataset, 60_000) * self.train_split)
+        full = FULL_TRAIN_SAMPLES.get(self.state.dataset) \
+            or self.state.dataset_info().get("n_samples") or 60_000
+        n = round(full * self.train_split)
         self.state.train_samples = max(1, min(n, self.limit) if self.limit else n)
 
     def launch(self) -> str | None:
         """Create the model and start a run; returns its id (None with ``message`` set)."""
         service = self.state.service
-        if self.state.architecture is None:
+        architecture = self.state.launch_architecture()  # the MLP or the network builder's
+        if architecture is None:
             self.message = "The architecture is not valid yet: fix it in the Build tab."
             return None
         try:
             hp = self.hyperparams()
-            model = service.create_model(self.state.architecture, hp,
-                                         name=self.run_name or None)
+            model = service.create_model(architecture, hp, name=self.run_name or None)
             run = service.start_run(
                 model.model_id, dataset=self.state.dataset, target=self.target,
                 device=self.state.device, limit=self.limit or None,
@@ -121,6 +123,19 @@ class LaunchPanel(Viewer):
         self.state.param.trigger("runs_changed")
         self.param.trigger("launched")
         return run.run_id
+
+    @param.depends("state.dataset")
+    def _dataset_view(self) -> pn.viewable.Viewable:
+        """The chosen dataset's sample shape and classes (cnn20b, issue 20)."""
+        try:
+            info = self.state.dataset_info()
+        except (KeyError, ValueError) as exc:
+            return html(f"<div class='wb-err'>{escape_html(exc)}</div>")
+        classes = info.get("classes") or []
+        shown = ", ".join(map(str, classes[:10])) + (" …" if len(classes) > 10 else "")
+        shape = "[" + ", ".join(map(str, info.get("input_shape") or [])) + "]"
+        return html(f"<div class='wb-io dataset-info'>samples {escape_html(shape)} · "
+                    f"{len(classes)} classes: {escape_html(shown)}</div>", margin=(0, 10))
 
     @param.depends("message")
     def _message_view(self) -> pn.viewable.Viewable:
@@ -140,9 +155,11 @@ class LaunchPanel(Viewer):
         button = w.Button(label="▶ Launch training", color="success", height=44,
                           sizing_mode="stretch_width", css_classes=["launch-run"])
         button.on_click(lambda _: self.launch())
+        self.state.refresh_datasets()
         dataset = w.Select.from_param(
-            self.state.param.dataset, label="Dataset", width=200,
-            options={DATASETS[k].title: k for k in DATASETS})
+            self.state.param.dataset, label="Dataset", width=200, css_classes=["hp-dataset"],
+            options={(DATASETS[k].title if k in DATASETS else k): k
+                     for k in self.state.param.dataset.objects})
         device = w.Select.from_param(self.state.param.device, label="Device", width=130)
         return pn.Column(
             html("<h3 class='wb-h'>Optimizer</h3>"),
@@ -164,6 +181,7 @@ class LaunchPanel(Viewer):
                                             width=140),
                    w.IntInput.from_param(p.limit, label="Sample cap (0 = all)", width=140,
                                          css_classes=["hp-limit"])),
+            self._dataset_view,
             html("<h3 class='wb-h'>Compute</h3>"),
             pn.Row(w.Select.from_param(p.target, label="Target", width=160), device,
                    w.TextInput.from_param(p.run_name, label="Model name", width=200,

@@ -17,8 +17,9 @@ from panel.custom import JSComponent
 from panel.viewable import Viewer
 from PIL import Image
 
-from ..data.datasets import DATASETS, load_raw, load_splits
+from ..data.datasets import DATASETS, load_raw
 from .mnistify import decode_data_url, mnistify, to_gray, to_png
+from .model_files import export_buttons
 from .runs import all_runs
 from .state import AppState
 from .theme import escape_html, escape_markdown, html
@@ -96,6 +97,7 @@ class Playground(Viewer):
     def __init__(self, state: AppState, **params: Any):
         super().__init__(state=state, **params)
         self._labels: dict[str, tuple[str, str]] = {}  # param_id -> (label, dataset)
+        self._runs: dict[str, str] = {}  # param_id -> the run that trained it
         self._test: dict[str, Any] = {}  # cached test data per dataset
         self.canvas = DigitCanvas(width=280, height=280, margin=(4, 4))
         self.canvas.param.watch(self._on_drawing, "value")
@@ -118,23 +120,36 @@ class Playground(Viewer):
         """Parameter sets of succeeded runs, newest first."""
         service = self.state.service
         names = {m.model_id: m.name for m in service.list_models(limit=10_000)}
-        self._labels = {}
+        self._labels, self._runs = {}, {}
         for r in all_runs(service, state="succeeded"):
             if r.param_id:
                 acc = r.metrics.get("val_accuracy")
-                label = (f"{names.get(r.model_id, r.model_id)} · {r.run_id[:10]}"
-                         + (f" · val acc {acc:.3f}" if acc is not None else ""))
+                label = (f"{names.get(r.model_id, r.model_id)} · {r.dataset} · "
+                         f"{r.run_id[:10]}" + (f" · val acc {acc:.3f}" if acc is not None
+                                               else ""))
                 self._labels[r.param_id] = (label, r.dataset)
+                self._runs[r.param_id] = r.run_id
         self.param.param_id.objects = {"—": None, **{v[0]: k for k, v in self._labels.items()}}
-        if self.param_id not in self._labels:
-            self.param_id = next(iter(self._labels), None)
+        if self.param_id not in self._labels:  # the newest of the chosen dataset's, if any
+            same = [k for k, v in self._labels.items() if v[1] == self.state.dataset]
+            self.param_id = next(iter(same or self._labels), None)
 
     @property
     def dataset(self) -> str:
         return self._labels.get(self.param_id or "", ("", "mnist"))[1]
 
+    @property
+    def classes(self) -> list[str]:
+        """The selected model's dataset's class names."""
+        if self.dataset in DATASETS:
+            return list(DATASETS[self.dataset].classes)
+        return [str(c) for c in self.state.dataset_info(self.dataset).get("classes") or []]
+
     def features(self, pixels: np.ndarray) -> np.ndarray:
         """(28, 28) [0, 1] pixels -> (1, 784) inputs normalized as the model was trained."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"this model was trained on {self.dataset}: drawings and uploads "
+                             "are for MNIST / Fashion-MNIST models; pick a test sample")
         info = DATASETS[self.dataset]
         return ((pixels.reshape(1, -1) - info.mean) / info.std).astype(np.float32)
 
@@ -168,11 +183,35 @@ class Playground(Viewer):
     def predict_sample(self, index: int | None = None) -> int | None:
         if index is not None:
             self.sample_index = index
+        if self.dataset not in DATASETS and self.param_id:
+            return self._predict_registered_sample()
         raw = self._raw_test()
         i = min(self.sample_index, len(raw.y_test) - 1)
         pixels = raw.x_test[i].numpy().astype(np.float32) / 255.0
         self.source = f"test sample #{i} (true label {int(raw.y_test[i])})"
         return self.predict_pixels(pixels, self.source)
+
+    def _test_data(self) -> dict[str, Any]:
+        """The selected run's test set as the model takes it, with its classes."""
+        run_id = self._runs[self.param_id or ""]
+        key = f"test:{self.dataset}" if self.dataset in DATASETS else f"test:{run_id}"
+        if key not in self._test:
+            self._test[key] = self.state.service.run_test_data(run_id)
+        return self._test[key]
+
+    def _predict_registered_sample(self) -> int | None:
+        data = self._test_data()
+        i = min(self.sample_index, len(data["y"]) - 1)
+        self.source = f"test sample #{i} (true class {self.classes[int(data['y'][i])]})"
+        started = time.perf_counter()
+        out = self.state.service.infer(self.param_id, data["x"][i:i + 1], probabilities=True,
+                                       labels=True)
+        self.latency_ms = (time.perf_counter() - started) * 1000.0
+        self.message = ""
+        self.probabilities = out["outputs"]["probabilities"][0]
+        self.prediction = int(out["outputs"]["labels"][0])
+        self._probs.object = self._prob_figure(self.probabilities)
+        return self.prediction
 
     def _raw_test(self) -> Any:
         key = f"raw:{self.dataset}"
@@ -199,16 +238,13 @@ class Playground(Viewer):
         if not self.param_id:
             self.message = "No trained parameter set selected."
             return None
-        key = f"splits:{self.dataset}"
-        if key not in self._test:
-            self._test[key] = load_splits(self.dataset, progress=False, train_split=1.0)
-        splits = self._test[key]
-        x, y = splits.x_test.numpy(), splits.y_test.numpy()
+        data = self._test_data()  # the model's own dataset's test set
+        x, y = data["x"], data["y"]
         predicted = np.concatenate([
             np.asarray(self.state.service.infer(self.param_id, x[i:i + INFER_BATCH],
                                                 probabilities=False, labels=True)
                        ["outputs"]["labels"]) for i in range(0, len(x), INFER_BATCH)])
-        classes = DATASETS[self.dataset].classes
+        classes = self.classes
         m = confusion(y, predicted, len(classes))
         accuracy = float(np.trace(m) / max(m.sum(), 1))
         fig = go.Figure(go.Heatmap(z=m, x=list(classes), y=list(classes), colorscale="Blues",
@@ -224,7 +260,7 @@ class Playground(Viewer):
 
     # ---- view -----------------------------------------------------------------------------------
     def _prob_figure(self, probs: list[float]) -> go.Figure:
-        classes = list(DATASETS[self.dataset].classes)
+        classes = self.classes
         colors = ["#2563eb" if probs and i == int(np.argmax(probs)) else "#cbd5e1"
                   for i in range(len(classes))]
         fig = go.Figure(go.Bar(x=classes, y=probs or [0] * len(classes), marker_color=colors))
@@ -242,7 +278,7 @@ class Playground(Viewer):
         if self.prediction is None:
             return html("<div class='wb-empty'>Draw a digit, upload an image or pick a "
                                 "test sample.</div>")
-        name = DATASETS[self.dataset].classes[self.prediction]
+        name = self.classes[self.prediction]
         confidence = max(self.probabilities) if self.probabilities else 0.0
         return html(
             f"<div class='wb-prediction'><div class='k'>prediction</div>"
@@ -267,6 +303,7 @@ class Playground(Viewer):
                                       sizing_mode="stretch_width", css_classes=["param-set"])
         return pn.Column(
             chooser,
+            export_buttons(self.state.service, lambda: self.param_id),
             pn.Row(
                 pn.Column(html("<h3 class='wb-h'>Draw</h3>"), self.canvas,
                           pn.Row(clear, self._upload)),

@@ -73,6 +73,13 @@ class AppState(param.Parameterized):
         default=None, allow_None=True,
         doc="scope -> whether this session's API key allows it, asked at each action (the "
             "REST policy's check); None: an in-process app (a notebook's own service)")
+    # --- cnn20b: native networks and registered datasets (issue 20) ---
+    network = param.Dict(
+        default=None, allow_None=True, doc="the network builder's native spec when it is valid"
+    )
+    build_mode = param.Selector(default="mlp", objects=["mlp", "network"],
+                                doc="which builder's architecture a launch trains")
+    # --- end cnn20b ---
 
     def __init__(self, **params: Any):
         devices = available_devices()
@@ -80,6 +87,8 @@ class AppState(param.Parameterized):
         self.param.device.objects = devices
         if "device" not in params:
             self.device = devices[-1]  # a GPU when there is one
+        self._datasets: dict[str, dict[str, Any]] = {}  # the registry's entries, by name
+        self.refresh_datasets()
         self._measure_peak()
 
     def may(self, scope: str) -> bool:
@@ -89,7 +98,40 @@ class AppState(param.Parameterized):
 
     @property
     def num_classes(self) -> int:
-        return len(DATASETS[self.dataset].classes)
+        return len(self.dataset_info().get("classes") or DATASETS["mnist"].classes)
+
+    # --- cnn20b: the dataset picker's choices (issue 20) ---
+    def refresh_datasets(self) -> None:
+        """Offer every dataset a run may name (built-ins, bundled tables, the registry)."""
+        if self.service is None or not hasattr(self.service, "list_datasets"):
+            return
+        self._datasets = {d["name"]: d for d in self.service.list_datasets()}
+        self.param.dataset.objects = list(dict.fromkeys([*DATASETS, *self._datasets]))
+
+    def dataset_info(self, name: str | None = None) -> dict[str, Any]:
+        """``{"input_shape", "classes", ...}`` of ``name`` (default: the chosen dataset); a
+        bundled table is registered (described) on first use."""
+        name = name or self.dataset
+        if name in DATASETS and name not in self._datasets:
+            return {"name": name, "input_shape": [1, 28, 28],
+                    "classes": list(DATASETS[name].classes)}
+        info = self._datasets.get(name) or {}
+        if not info.get("classes") and self.service is not None:
+            info = self.service.get_dataset(name)
+            self._datasets[name] = info
+        return info
+
+    def launch_architecture(self) -> dict[str, Any] | None:
+        """What a launch trains: the network builder's spec or the MLP builder's architecture
+        (in the native form for a dataset other than MNIST's ten classes)."""
+        from ..netspec import as_netspec_json
+
+        if self.build_mode == "network":
+            return self.network
+        if self.architecture is None or self.dataset in DATASETS:
+            return self.architecture
+        return as_netspec_json(self.architecture)
+    # --- end cnn20b ---
 
     @param.depends("device", watch=True)
     def _measure_peak(self) -> None:

@@ -1,6 +1,7 @@
 """The dataset registry: ``GET /api/v1/datasets`` (built-ins and registered, with input shape,
 classes, counts and normalisation statistics), ``GET /api/v1/datasets/{name}``,
-``POST /api/v1/datasets`` (by path inside the data roots: CSV, Parquet, NPZ or an image folder)
+``POST /api/v1/datasets`` (by path inside the data roots: CSV, Parquet, NPZ or an image folder;
+or by ``query``: one read-only DuckDB SELECT over registered CSV/Parquet datasets)
 and ``POST /api/v1/datasets/upload`` (multipart ``file`` + ``name`` [+ ``label``]; bodies over
 WORKBENCH_MAX_BODY_BYTES get 413). Train on one with ``POST /api/v1/networks/{model_id}/train``
 and ``"dataset": "<name>"``."""
@@ -25,8 +26,13 @@ class DatasetRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=64, description="lower-case letters, digits, '.', '_', '-'")
-    path: str = Field(max_length=4096, description="a file or image folder in the data roots")
-    label: str = Field(default="label", max_length=200, description="CSV/Parquet label column")
+    path: str | None = Field(default=None, max_length=4096,
+                             description="a file or image folder in the data roots")
+    query: str | None = Field(default=None, max_length=10_000, description="instead of a "
+                              "path: one read-only DuckDB SELECT over registered CSV/Parquet "
+                              'datasets, named as tables (SELECT * FROM "wine" WHERE ...)')
+    label: str = Field(default="label", max_length=200,
+                       description="CSV/Parquet/query label column")
 
 
 @router.get("/datasets", responses=ID_ERRORS)
@@ -43,10 +49,10 @@ def get_dataset(name: str, service: ServiceDep, _: ReadKey) -> Response:
 
 @router.post("/datasets", status_code=201, responses=ID_ERRORS)
 def register_dataset(body: DatasetRegister, service: ServiceDep, _: TrainKey) -> Response:
-    """Register a dataset by path (read, described and prepared once)."""
+    """Register a dataset by path or query (read, described and prepared once)."""
     try:
-        return ok(service.register_dataset(body.name, path=body.path, label=body.label),
-                  status_code=201)
+        return ok(service.register_dataset(body.name, path=body.path, query=body.query,
+                                           label=body.label), status_code=201)
     except SubmitError as exc:
         raise submit_error(exc) from None
 

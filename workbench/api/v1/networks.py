@@ -79,6 +79,8 @@ class NetworkTrain(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     device: str = Field(default="auto", max_length=32)
     offline: bool | None = None
+    cuda_graph: bool = Field(default=True, strict=True, description="false: eager steps "
+                             "(CUDA only)")
 
 
 @router.post("/networks/{model_id}/train", status_code=202, responses=ID_ERRORS)
@@ -89,11 +91,13 @@ def train_network(model_id: str, body: NetworkTrain, service: ServiceDep,
     from ...spec import error_messages
     from ..policy import record_run_owner
 
-    overrides = {"offline": body.offline} if body.offline is not None else None
+    overrides: dict[str, Any] = {"offline": body.offline} if body.offline is not None else {}
+    if not body.cuda_graph:
+        overrides["cuda_graph"] = False
     try:
         run = service.start_run(model_id, hyperparams=body.hyperparams, dataset=body.dataset,
                                 device=body.device, limit=body.limit,
-                                spec_overrides=overrides)
+                                spec_overrides=overrides or None)
     except SubmitError as exc:
         raise submit_error(exc) from None
     except ValidationError as exc:
