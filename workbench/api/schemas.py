@@ -17,7 +17,7 @@ MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
 # A run's (or experiment's) name and a tag, as the store takes them (``store.runs.clean_*``).
 RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 RunTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                          pattern=r"^\S+$")]
+                                          pattern=r"^[^,\x00-\x1f\x7f-\x9f]+$")]
 
 
 class ErrorBody(BaseModel):
@@ -70,7 +70,7 @@ class TrainRequest(BaseModel):
     experiment: RunName | None = Field(
         default=None, description="the experiment it belongs to (default 'default')")
     tags: list[RunTag] = Field(default_factory=list, max_length=100,
-                               description="labels without spaces")
+                               description="labels (no commas or line breaks)")
 
 
 class TrainAccepted(BaseModel):

@@ -27,6 +27,7 @@ from __future__ import annotations
 from workbench.store.connection import StoreConnection, StoreLockedError
 from workbench.store.datasets import DatasetsMixin
 from workbench.store.events import EventsMixin
+from workbench.store.experiments import ExperimentsMixin
 from workbench.store.keys import KeysMixin
 from workbench.store.metrics import MetricsMixin
 from workbench.store.models import ModelsMixin
@@ -44,6 +45,7 @@ class Store(
     ModelsMixin,
     RunsMixin,
     RunsTableMixin,
+    ExperimentsMixin,
     EventsMixin,
     ParamsMixin,
     MetricsMixin,
