@@ -14,7 +14,8 @@ that owns the store (the server's time, no HTTP):
 - ``runs_tab``: building the app's Runs tab (``RunsView``, 2,000 rows) server-side;
 - ``runs_tab_browser`` (with ``--browser``): a real ``workbench serve`` on the generated home
   and Debian's Chromium: from the click on the Runs tab (once the first page has rendered and
-  the network is idle) until its first table row is visible (median of 3 new browser pages).
+  the network is idle) until its first table row is visible (median of 3 new browser pages;
+  ``ratio``: over the median first render of the same pages, the Build tab).
 
 Each prints one JSON line: median ms over ``--repeat``, the 200 ms goal (1,500 ms for the tab)
 and ``ratio`` = ours / the baseline measured in the same run: the same numbers aggregated from
@@ -128,8 +129,9 @@ def in_browser(home: Path, pages: int = 3) -> None:
 
     from tests.utils.server import start_server
 
-    server = start_server(home)
+    server = start_server(home, timeout=600)  # a loaded machine opens 10 M points slowly
     samples: list[float] = []
+    baseline: list[float] = []  # the same page's first render (the Build tab): the machine's pace
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
@@ -137,8 +139,10 @@ def in_browser(home: Path, pages: int = 3) -> None:
                 "--disable-component-update", "--no-first-run"])
             for _ in range(pages):
                 page = browser.new_page(viewport={"width": 1440, "height": 1000})
-                page.goto(server.app_url)
+                t0 = time.perf_counter()
+                page.goto(server.app_url, timeout=300_000)
                 page.get_by_text("predicted epoch time").wait_for(timeout=120_000)
+                baseline.append((time.perf_counter() - t0) * 1000)
                 page.wait_for_load_state("networkidle")  # a user reading the Build tab first
                 t0 = time.perf_counter()
                 page.locator(".bk-tab", has_text="Runs").click()
@@ -148,10 +152,12 @@ def in_browser(home: Path, pages: int = 3) -> None:
             browser.close()
     finally:
         server.stop()
-    ms = statistics.median(samples)
+    ms, first_render = statistics.median(samples), statistics.median(baseline)
     emit(name="runs_tab_browser", ms=round(ms, 1), goal_ms=1500.0, within_goal=ms <= 1500.0,
-         samples_ms=[round(x) for x in samples],
-         note="click on the Runs tab until its first row shows (Chromium, new page each)")
+         samples_ms=[round(x) for x in samples], baseline_first_render_ms=round(first_render, 1),
+         ratio=round(ms / first_render, 3),
+         note="click on the Runs tab until its first row shows (Chromium, new page each); "
+              "ratio: over the page's first render (Build tab) in the same run")
 
 
 def in_process(home: Path, args: argparse.Namespace) -> None:

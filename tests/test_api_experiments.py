@@ -84,14 +84,41 @@ def test_rename_tag_move_and_bad_values(client, runs):
         "sgd-renamed", ["old", "x"], "too slow")
     assert client.get(f"/api/runs/{run_id}").json()["name"] == "sgd-renamed"
     assert client.get(f"/api/runs/{run_id}/tracking").json()["name"] == "sgd-renamed"
-    bad = client.patch(f"/api/runs/{run_id}", json={"tags": ["two words"]})
-    assert bad.status_code == 422 and "tags[0]" in bad.text
+    bad = client.patch(f"/api/runs/{run_id}", json={"tags": ["a,b"]})
+    assert bad.status_code == 422 and "tags" in bad.text
     assert client.patch(f"/api/runs/{run_id}", json={"colour": 1}).status_code == 422
     assert client.patch("/api/runs/r_missing", json={"name": "x"}).status_code == 404
     assert client.get(f"/api/runs/{run_id}").json()["tags"] == ["old", "x"]
+    spaced = client.patch(f"/api/runs/{run_id}", json={"tags": ["old", " two  words "]})
+    assert spaced.status_code == 200 and spaced.json()["tags"] == ["old", "two  words"]
+    found = client.get("/api/runs/table", params={"filter": 'tag:"two  words"'}).json()
+    assert [r["run_id"] for r in found["items"]] == [run_id]
     experiments = {e["name"]: e for e in client.get("/api/experiments").json()["items"]}
     assert experiments["sweep"]["runs"] == 2 and experiments["default"]["runs"] == 1
     assert {"tag": "baseline", "runs": 1} in client.get("/api/tags").json()["items"]
+
+
+def test_experiment_records_create_describe_and_list(client, runs):
+    made = client.post("/api/experiments", json={"name": "widths",
+                                                 "description": "Does a wider MLP help?"})
+    assert made.status_code == 201, made.text
+    assert (made.json()["name"], made.json()["runs"], made.json()["best"]) == ("widths", 0, None)
+    again = client.post("/api/experiments", json={"name": "widths"})
+    assert again.status_code == 409 and "exists already" in again.text
+    assert client.post("/api/experiments", json={"name": " "}).status_code == 422
+    assert client.post("/api/experiments", json={"name": "x", "colour": 1}).status_code == 422
+    sweep = client.patch("/api/experiments/sweep", json={"description": "lr sweep"})
+    assert sweep.status_code == 200, sweep.text
+    body = client.get("/api/experiments/sweep").json()
+    assert (body["description"], body["runs"]) == ("lr sweep", 2)
+    assert body["best"]["run_name"] == "adam-run" and body["best"]["value"] == 0.95
+    listed = {e["name"]: e for e in client.get("/api/experiments").json()["items"]}
+    assert listed["widths"]["description"] == "Does a wider MLP help?"
+    assert listed["sweep"]["description"] == "lr sweep"
+    assert client.get("/api/experiments/nope").status_code == 404
+    assert client.patch("/api/experiments/nope", json={"description": "x"}).status_code == 404
+    too_long = client.patch("/api/experiments/sweep", json={"description": "d" * 20_001})
+    assert too_long.status_code == 422
 
 
 def test_compare_diff_series_and_report(client, runs):
@@ -151,6 +178,19 @@ def test_cli_runs_by_model_name_filter_update_compare_report(live_server, runs, 
     assert "Plotly" in report.read_text() and "adam-run" in report.read_text()
     exported = tmp_path / "runs.csv"
     assert _cli(live_server, "runs", "--export", str(exported)).returncode == 0
+    out = _cli(live_server, "experiments", "--create", "cli exp", "--description",
+               "made from the CLI")
+    assert out.returncode == 0 and "made from the CLI" in out.stdout, out.stderr
+    assert _cli(live_server, "experiments", "--create", "cli exp").returncode != 0
+    out = _cli(live_server, "experiments", "--describe", "mlp-sizes", "--description",
+               "sizes of the MLP")
+    assert out.returncode == 0, out.stderr
+    out = _cli(live_server, "experiments")
+    assert "sizes of the MLP" in out.stdout and "cli exp" in out.stdout
+    out = _cli(live_server, "run-update", runs["trained"], "--tags", "mlp,two words")
+    assert out.returncode == 0, out.stderr
+    out = _cli(live_server, "runs", "--tag", "two words", "--json")
+    assert [r["name"] for r in json.loads(out.stdout)] == ["trained"]
     assert exported.read_text().startswith("run_id,name,")
 
 

@@ -37,6 +37,7 @@ def test_values_are_never_sql_text():
     ("tags != b", ["b"]),
     ("(state = a or state = b) and lr >= -2", ["a", "b", -2.0]),
     ("val_accuracy is not null", []),
+    ('tag:"two words" and tags = \'it\'\'s here\'', ["two words", "it's here"]),
 ])
 def test_forms(text, params):
     assert compile_filter(text, _resolve)[1] == params
@@ -55,6 +56,7 @@ def test_forms(text, params):
     ("state = a ; drop", 10, "unexpected character ';'"),
     ("tags > 3", 7, "is a list of tags"),
     ("state is 3", 9, "expected 'null'"),
+    ("tag:two words", 8, 'quote a value that has spaces: tag:"two words"'),
 ])
 def test_errors_name_the_position(text, position, fragment):
     with pytest.raises(FilterError) as info:

@@ -58,7 +58,8 @@ def test_rename_tags_notes_experiment_and_bad_values_change_nothing(store):
     got = store.get_run(run.run_id)
     assert (got.name, got.experiment, got.tags, got.notes) == ("wide", "sweep", ("x",), "try 2")
     for bad, message in (({"name": "  "}, "name: 1 to 200"),
-                         ({"tags": ["has space"]}, r"tags\[0\]"),
+                         ({"tags": ["ok", "a,b"]}, r"tags\[1\]: .* without commas"),
+                         ({"tags": ["line\nbreak"]}, r"tags\[0\]"),
                          ({"tags": "x"}, "a list of strings"),
                          ({"experiment": "e" * 201}, "experiment: 1 to 200")):
         with pytest.raises(ValueError, match=message):
@@ -115,12 +116,15 @@ def test_running_runs_are_summarised_live(store):
     ("error is not null", ["bad"]),
     ("lr in (0.1, 0.001)", ["bad", "new", "old"]),
     ("experiment:default and test_accuracy > 0.5", ["new", "old"]),
+    ('tag:"two words"', ["new"]),
+    ("tag:'TWO words' or tags ~ 'o wor'", ["new"]),
+    ('not tag:"two"', ["bad", "new", "old"]),
 ])
 def test_filter_over_the_table(store, text, names):
     model = store.create_model(architecture=mlp(64), hyperparams={})
     _finished_run(store, model_id=model.model_id, optimizer="sgd", lr=0.1, name="old")
     _finished_run(store, model_id=model.model_id, accuracies=(0.8, 0.95), name="new",
-                  tags=["baseline"])
+                  tags=["baseline", "two words"])
     _finished_run(store, model_id=model.model_id, state="failed", test_accuracy=None, name="bad")
     assert sorted(r["name"] for r in store.runs_table(filter=text).rows) == names
 

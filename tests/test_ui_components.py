@@ -254,10 +254,13 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     view.columns = ["name", "lr"]
     assert list(view._table.value.columns) == ["run_id", "name", "lr"]
 
+    compare = view.compare
+    # Nothing ticked: no parallel coordinates or scatter drawn (opening the tab stays quick).
+    assert not compare._parallel.visible and not compare._scatter.visible
+    assert not view._history.visible and view._sql_result.value.empty
     rows = list(view._table.value["run_id"])
     view._table.selection = [rows.index(run.run_id), rows.index(other.run_id)]
     assert view.selected == [run.run_id, other.run_id]
-    compare = view.compare
     compare.metrics = ["val_loss"]
     (chart,) = compare._charts.objects
     names = [t.name for t in chart.object.data]
@@ -276,18 +279,29 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     assert compare._scatter.config["toImageButtonOptions"]["format"] == "svg"
     diff = compare.diff_frame().set_index("setting")
     assert diff.loc["experiment", "differs"] and "<tr class='differs'>" in compare._diff.object
-    assert compare._parallel.object.data[0].type == "parcoords"
+    assert compare._parallel.object.data[0].type == "parcoords" and compare._parallel.visible
+    assert len(compare._scatter.object.data[0].x) == 2  # the compared runs
+    before = view.total
+    service.create_external_run(name="third", config={"lr": 0.2})
+    view.refresh()
+    assert view.total == before + 1 and len(compare._scatter.object.data[0].x) == 2
+    compare.plot_shown = True  # on request: every run in the table
     assert len(compare._scatter.object.data[0].x) == view.total
+    assert len(compare._parallel.object.data[0].dimensions[0].values) == view.total
     assert "<html>" in compare.report_html() and "tracked-other" in compare.report_html()
 
     view.edit_name, view.edit_tags = "renamed-other", "x, y"
     view.save_edits()
     assert view.edit_error == "" and service.get_run(other.run_id).tags == ("x", "y")
-    view.edit_tags = "has space"
+    view.edit_tags = "x, two words"  # a tag may have spaces; commas separate them
     view.save_edits()
-    assert "tags[0]" in view.edit_error
+    assert view.edit_error == "" and service.get_run(other.run_id).tags == ("x", "two words")
+    view.query = 'tag:"two words"'
+    assert list(view._table.value["run_id"]) == [other.run_id]
+    view.query = ""
 
-    assert any(len(t.y) for t in view._history.object.data)
+    view.show_history = True
+    assert view._history.visible and any(len(t.y) for t in view._history.object.data)
     view.sql = "SELECT run_id, state FROM runs WHERE state = 'succeeded'"
     view.run_sql()
     assert view.sql_error == "" and run.run_id in set(view._sql_result.value["run_id"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -229,6 +230,14 @@ class Client:
 
     def experiments(self) -> list[dict[str, Any]]:
         return self._request("GET", "/experiments")["items"]
+
+    def create_experiment(self, name: str, description: str = "") -> dict[str, Any]:
+        return self._request("POST", "/experiments",
+                             json={"name": name, "description": description})
+
+    def describe_experiment(self, name: str, description: str) -> dict[str, Any]:
+        return self._request("PATCH", f"/experiments/{quote(name, safe='')}",
+                             json={"description": description})
 
     def events(self, run_id: str, *, after: int = 0, wait: float = 0.0, limit: int = 1000
                ) -> dict[str, Any]:

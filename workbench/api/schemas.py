@@ -21,7 +21,7 @@ MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
 RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
                     AfterValidator(lambda v: clean_name(v, field="value"))]
 RunTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
-                                          pattern=r"^\S+$"),
+                                          pattern=r"^[^,\x00-\x1f\x7f-\x9f]+$"),
                    AfterValidator(lambda v: clean_tag(v, field="value"))]
 
 
@@ -75,7 +75,7 @@ class TrainRequest(BaseModel):
     experiment: RunName | None = Field(
         default=None, description="the experiment it belongs to (default 'default')")
     tags: list[RunTag] = Field(default_factory=list, max_length=100,
-                               description="labels without spaces")
+                               description="labels (no commas or line breaks)")
     checkpoint_every: int | None = Field(
         default=None, ge=0, le=100_000, strict=True,
         description="checkpoint every N epochs (0: only when paused; default "

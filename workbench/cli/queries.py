@@ -139,17 +139,32 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_experiments(args: argparse.Namespace) -> int:
     from ..client import ApiError
 
+    client = _connect()
     try:
-        items = _connect().experiments()
+        if args.create:
+            items = [client.create_experiment(args.create, args.description or "")]
+        elif args.describe:
+            items = [client.describe_experiment(args.describe, args.description or "")]
+        else:
+            items = client.experiments()
     except ApiError as exc:
-        return fail("experiments", exc.detail)
+        return fail("experiments", "; ".join(exc.errors) or exc.detail)
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
-    print_table(["experiment", "runs", "running", "succeeded", "failed", "last run"],
-                [[e["name"], e["runs"], e["running"], e["succeeded"], e["failed"],
+    print_table(["experiment", "description", "runs", "running", "succeeded", "failed",
+                 "best val_accuracy", "best run", "last run"],
+                [[e["name"], _short(e["description"]), e["runs"], e["running"],
+                  e["succeeded"], e["failed"], _cell("value", (e["best"] or {}).get("value")),
+                  (e["best"] or {}).get("run_name") or "-",
                   _cell("last_run_at", e["last_run_at"])] for e in items])
     return 0
+
+
+def _short(text: str, width: int = 40) -> str:
+    """A description's first line, cut to ``width`` characters, for one table cell."""
+    line = text.splitlines()[0] if text else "-"
+    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -210,7 +225,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("experiments", help="experiments and their runs")
+    p = sub.add_parser("experiments", help="experiments: descriptions, runs, best run; "
+                       "--create or --describe one")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--create", metavar="NAME", help="a new experiment (runs join it by "
+                       "naming it: run-update --experiment NAME)")
+    group.add_argument("--describe", metavar="NAME", help="set this experiment's description")
+    p.add_argument("--description", help="what the experiment is for (with --create or "
+                   "--describe)")
     p.add_argument("--json", action="store_true", help="print them as JSON")
     p.set_defaults(func=cmd_experiments)
 

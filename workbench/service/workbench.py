@@ -647,6 +647,22 @@ class Workbench:
     def experiments(self) -> list[dict[str, Any]]:
         return self.store.experiments()
 
+    def get_experiment(self, name: str) -> dict[str, Any]:
+        found = self.store.get_experiment(name)
+        if found is None:
+            raise NotFound("experiment", name)
+        return found
+
+    def create_experiment(self, name: str, description: str = "") -> dict[str, Any]:
+        """A new experiment record (``ExperimentExistsError``, a ValueError, if one exists)."""
+        return self.store.create_experiment(name, description)
+
+    def describe_experiment(self, name: str, description: str) -> dict[str, Any]:
+        try:
+            return self.store.describe_experiment(name, description)
+        except KeyError:
+            raise NotFound("experiment", name) from None
+
     def tags(self) -> list[tuple[str, int]]:
         return self.store.tags()
 

@@ -294,6 +294,25 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX IF NOT EXISTS checkpoints_run_idx ON checkpoints (run_id)",
         ),
     ),
+    Migration(
+        version=9,
+        description="experiments as records (a description each); one per name runs use",
+        statements=(
+            """
+            CREATE TABLE IF NOT EXISTS experiments (
+                name        VARCHAR PRIMARY KEY,
+                description VARCHAR NOT NULL DEFAULT '',
+                created_at  TIMESTAMP NOT NULL
+            )
+            """,
+            """
+            INSERT INTO experiments (name, description, created_at)
+            SELECT experiment, '', min(created_at) FROM runs
+            WHERE experiment IS NOT NULL AND experiment NOT IN (SELECT name FROM experiments)
+            GROUP BY experiment
+            """,
+        ),
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version if MIGRATIONS else 0

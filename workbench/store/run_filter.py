@@ -127,8 +127,11 @@ class _Parser:
             raise FilterError("empty filter", 0)
         node = self.or_()
         if self.peek.kind != "end":
-            raise FilterError(f"expected 'and', 'or' or the end, found {_describe(self.peek)}",
-                              self.peek.position)
+            # Two words in a row: most often a value with a space that wants quotes.
+            hint = (" (quote a value that has spaces: tag:\"two words\")"
+                    if self.tokens[self.index - 1].kind == "word" else "")
+            raise FilterError(f"expected 'and', 'or' or the end, found "
+                              f"{_describe(self.peek)}{hint}", self.peek.position)
         return node
 
     def or_(self) -> Node:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -31,6 +32,8 @@ INTERRUPTED = "interrupted"
 MAX_NAME_CHARS = 200
 MAX_TAGS = 100
 MAX_NOTES_CHARS = 20_000
+# What a tag may not hold: the comma that separates tags typed as one line, control characters.
+_BAD_TAG_CHAR = re.compile(r"[,\x00-\x1f\x7f-\x9f]")
 
 
 def clean_name(value: str, field: str = "name") -> str:
@@ -42,18 +45,20 @@ def clean_name(value: str, field: str = "name") -> str:
 
 
 def clean_tag(tag: str, field: str = "tag") -> str:
-    """One tag, stripped; ValueError naming ``field`` if empty, too long or with a space.
-
-    "Space" is Python's ``str.isspace`` (which includes the ASCII separators U+001C-U+001F):
-    the API validates with this same function, so what it accepts the store always takes."""
+    """One tag, stripped (inner spaces kept); ValueError naming ``field`` if empty, too long, or
+    with a comma or control character. The API validates with this same function (pydantic's
+    strip and Python's differ on U+001C-U+001F), so what it accepts the store always takes."""
     text = str(tag).strip()
-    if not text or len(text) > MAX_NAME_CHARS or any(c.isspace() for c in text):
-        raise ValueError(f"{field}: 1 to {MAX_NAME_CHARS} characters without spaces, got {tag!r}")
+    if not text or len(text) > MAX_NAME_CHARS or _BAD_TAG_CHAR.search(text):
+        raise ValueError(f"{field}: 1 to {MAX_NAME_CHARS} characters without commas or line "
+                         f"breaks, got {tag!r}")
     return text
 
 
 def clean_tags(tags: Sequence[str]) -> list[str]:
-    """Tags stripped, de-duplicated in order; ValueError for an empty, long or bad tag."""
+    """Tags stripped (inner spaces kept: ``tag:"two words"`` filters on one), de-duplicated in
+    order; ValueError for an empty or long tag, or one with a comma or line break (the CLI and
+    the app take tags as a comma-separated line)."""
     if isinstance(tags, str):
         raise ValueError("tags: a list of strings, not one string")
     out: list[str] = []

@@ -117,7 +117,7 @@ def check_columns(columns: Sequence[str]) -> list[str]:
 
 
 class RunsTableMixin:
-    """``Store.runs_table`` and ``Store.experiments``."""
+    """``Store.runs_table``, ``Store.metric_names`` and ``Store.tags``."""
 
     if TYPE_CHECKING:  # provided by StoreConnection
         _lock: threading.RLock
@@ -193,16 +193,6 @@ class RunsTableMixin:
                 record["tags"] = list(record["tags"] or [])
             out.append(record)
         return RunsTable(columns=chosen, rows=out, total=total, sort=sort, filter=filter)
-
-    def experiments(self) -> list[dict[str, Any]]:
-        """Every experiment with its number of runs, runs per state and its newest run's time."""
-        rows = self._read(
-            "SELECT experiment, count(*), count(*) FILTER (WHERE state = 'running'), "
-            "count(*) FILTER (WHERE state = 'succeeded'), "
-            "count(*) FILTER (WHERE state = 'failed'), max(created_at) "
-            "FROM runs GROUP BY experiment ORDER BY max(created_at) DESC")
-        return [{"name": r[0], "runs": r[1], "running": r[2], "succeeded": r[3],
-                 "failed": r[4], "last_run_at": aware_opt(r[5])} for r in rows]
 
     def tags(self) -> list[tuple[str, int]]:
         """Every tag with how many runs carry it, most used first."""

@@ -37,7 +37,10 @@ class CompareView(Viewer):
 
     state = param.ClassSelector(class_=AppState)
     run_ids = param.List(default=[], doc="the runs compared, in selection order")
-    rows = param.List(default=[], doc="runs-table rows shown (parallel coordinates, scatter)")
+    rows = param.List(default=[], doc="runs-table rows shown (group-by values; the plots when "
+                                      "plot_shown)")
+    plot_shown = param.Boolean(default=False, doc="parallel coordinates and scatter of every "
+                               "run shown in the table, not only of the compared ones")
     metrics = param.ListSelector(default=["val_loss", "val_accuracy"], objects=METRICS)
     x = param.Selector(default="epoch", objects=list(X_AXES))
     smoothing = param.Number(default=0.0, bounds=(0.0, 0.99), step=0.05,
@@ -62,10 +65,14 @@ class CompareView(Viewer):
         self._data: dict[str, Any] | None = None
         self._diff = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["compare-diff"])
         self._charts = pn.Column(sizing_mode="stretch_width", css_classes=["compare-charts"])
+        # Hidden until there is something to plot: a browser draws parallel coordinates with
+        # WebGL (software-rendered without a GPU), over 2,000 runs that took seconds.
         self._parallel = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=360,
-                                        config=CHART_CONFIG, css_classes=["chart-parallel"])
+                                        config=CHART_CONFIG, css_classes=["chart-parallel"],
+                                        visible=False)
         self._scatter = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=340,
-                                       config=CHART_CONFIG, css_classes=["chart-scatter"])
+                                       config=CHART_CONFIG, css_classes=["chart-scatter"],
+                                       visible=False)
         self._load()
         self._draw_plots()
 
@@ -121,16 +128,25 @@ class CompareView(Viewer):
                            css_classes=["chart-compare", f"chart-compare-{metric}"])
             for metric in self.metrics]
 
-    @param.depends("rows", "run_ids", "parallel_params", "parallel_metric", "scatter_x",
-                   "scatter_y", "log_x", "log_y", watch=True)
-    def _draw_plots(self) -> None:
+    def plotted_rows(self) -> list[dict[str, Any]]:
+        """The runs the parallel coordinates and scatter draw: the compared ones, or every run
+        shown in the table when ``plot_shown``."""
+        if self.plot_shown:
+            return list(self.rows)
         chosen = set(self.run_ids)
-        # Parallel coordinates of the compared runs, or of every run shown when few are ticked.
-        rows = [r for r in self.rows if r.get("run_id") in chosen] if len(chosen) > 1 \
-            else list(self.rows)
+        return [r for r in self.rows if r.get("run_id") in chosen]
+
+    @param.depends("rows", "run_ids", "plot_shown", "parallel_params", "parallel_metric",
+                   "scatter_x", "scatter_y", "log_x", "log_y", watch=True)
+    def _draw_plots(self) -> None:
+        rows = self.plotted_rows()
+        self._parallel.visible = self._scatter.visible = bool(rows)
+        if not rows:  # nothing drawn, and no figure built for nothing
+            self._parallel.object = self._scatter.object = go.Figure()
+            return
         self._parallel.object = parallel_figure(rows, list(self.parallel_params),
                                                 self.parallel_metric)
-        self._scatter.object = scatter_figure(self.rows, self.scatter_x, self.scatter_y,
+        self._scatter.object = scatter_figure(rows, self.scatter_x, self.scatter_y,
                                               log_x=self.log_x, log_y=self.log_y)
 
     def report_html(self) -> str:
@@ -168,7 +184,10 @@ class CompareView(Viewer):
             pn.Column(pn.Row(
                 w.MultiChoice.from_param(self.param.parallel_params, name="Parameters",
                                          width=260),
-                w.Select.from_param(self.param.parallel_metric, name="against", width=170)),
+                w.Select.from_param(self.param.parallel_metric, name="against", width=170),
+                pn.Column(w.Checkbox.from_param(self.param.plot_shown,
+                                                name="all runs in the table, not only ticked"),
+                          margin=(18, 5))),
                 self._parallel, sizing_mode="stretch_width"),
             pn.Column(pn.Row(
                 w.Select.from_param(self.param.scatter_x, name="Scatter x", width=170),

@@ -7,6 +7,8 @@
     POST  /api/runs/compare         {"run_ids", "metrics", "x"}   -> rows, diff, series
     POST  /api/runs/report          {"run_ids", "metrics", "x", "title"}  -> one HTML file
     GET   /api/experiments | GET /api/tags
+    POST  /api/experiments          {"name", "description"}  -> the experiment (409 if it exists)
+    GET | PATCH /api/experiments/{name}  {"description"}    -> the experiment
 
 A filter that is not valid is a 422 whose message names the character position.
 """
@@ -20,6 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store import FilterError
+from ...store.experiments import MAX_DESCRIPTION_CHARS, ExperimentExistsError
 from ...store.export import export
 from ...store.runs_table import COLUMNS, DEFAULT_COLUMNS
 from ..deps import ServiceDep
@@ -40,7 +43,7 @@ class RunUpdate(BaseModel):
     name: RunName | None = None
     experiment: RunName | None = None
     tags: list[RunTag] | None = Field(default=None, max_length=100,
-                                      description="replaces the run's tags; no spaces")
+                                      description="replaces the run's tags (no commas)")
     notes: str | None = Field(default=None, max_length=20_000)
 
 
@@ -164,8 +167,53 @@ def report(body: ReportRequest, service: ServiceDep) -> Response:
 
 @router.get("/experiments", responses=ERROR_RESPONSES, dependencies=[Depends(requires("read"))])
 def experiments(service: ServiceDep) -> Response:
-    """Every experiment: its runs, how many run / succeeded / failed, its newest run."""
+    """Every experiment: its description, runs, how many run / succeeded / failed, its newest
+    run and its best run (highest validation accuracy)."""
     return json_response({"items": [_jsonable(e) for e in service.experiments()]})
+
+
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: RunName
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+
+
+class ExperimentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(max_length=MAX_DESCRIPTION_CHARS)
+
+
+@router.post("/experiments", status_code=201, responses=ERROR_RESPONSES,
+             dependencies=[Depends(requires("train"))])
+def create_experiment(body: ExperimentCreate, service: ServiceDep) -> Response:
+    """A new experiment with a description (409 if one has that name); runs join it by
+    naming it (``experiment`` of a run)."""
+    try:
+        created = service.create_experiment(body.name, body.description)
+    except ExperimentExistsError as exc:
+        return error_response(409, "experiment exists", [str(exc)])
+    except ValueError as exc:
+        return _invalid(exc)
+    return json_response(_jsonable(created), status_code=201)
+
+
+@router.get("/experiments/{name:path}", responses=ERROR_RESPONSES,
+            dependencies=[Depends(requires("read"))])
+def get_experiment(name: str, service: ServiceDep) -> Response:
+    """One experiment (a record, or a name runs use) with its counts and best run."""
+    return json_response(_jsonable(service.get_experiment(name)))
+
+
+@router.patch("/experiments/{name:path}", responses=ERROR_RESPONSES,
+              dependencies=[Depends(requires("train"))])
+def describe_experiment(name: str, body: ExperimentUpdate, service: ServiceDep) -> Response:
+    """Set an experiment's description."""
+    try:
+        return json_response(_jsonable(service.describe_experiment(name, body.description)))
+    except ValueError as exc:
+        return _invalid(exc)
 
 
 @router.get("/tags", responses=ERROR_RESPONSES, dependencies=[Depends(requires("read"))])

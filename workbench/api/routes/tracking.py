@@ -64,7 +64,7 @@ class TrackedRunCreate(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict,
                                    description="hyperparameters and settings (any JSON object)")
     tags: list[RunTag] = Field(default_factory=list, max_length=100,
-                               description="labels without spaces")
+                               description="labels (no commas or line breaks)")
     device: str | None = Field(default=None, max_length=100,
                                description="where it trains (cpu, cuda:0, ...)")
 
