@@ -29,8 +29,8 @@ from workbench.store.checkpoints import CheckpointsMixin
 from workbench.store.connection import StoreConnection, StoreLockedError
 from workbench.store.datasets import DatasetsMixin
 from workbench.store.events import EventsMixin
-from workbench.store.imports import ImportsMixin
 from workbench.store.experiments import ExperimentsMixin
+from workbench.store.imports import ImportsMixin
 from workbench.store.keys import KeysMixin
 from workbench.store.metrics import MetricsMixin
 from workbench.store.models import ModelsMixin

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from ...service.errors import Conflict
 from ...store import RunRecord
