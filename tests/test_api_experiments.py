@@ -121,6 +121,40 @@ def test_experiment_records_create_describe_and_list(client, runs):
     assert too_long.status_code == 422
 
 
+def test_v1_runs_table_compare_and_experiments_are_enveloped(client, runs):
+    page = client.get("/api/v1/runs/table", params={
+        "filter": "experiment:sweep", "sort": "bestValAccuracy:desc",
+        "fields": "runId,bestValAccuracy", "limit": 1, "page": 2}).json()
+    assert page["success"] and page["data"] == [{"run_id": runs["sgd-run"],
+                                                 "best_val_accuracy": 0.7}]
+    assert page["meta"]["pagination"] == {"total": 2, "page": 2, "limit": 1, "pages": 2}
+    for params, field in (({"filter": "lr >"}, "filter"), ({"sort": "nope:desc"}, "sort"),
+                          ({"fields": "name,bogus"}, "fields"), ({"colour": "red"}, "colour")):
+        bad = client.get("/api/v1/runs/table", params=params)
+        assert bad.status_code == 422, (params, bad.text)
+        assert bad.json()["error"]["details"]["field"] == field
+    ids = [runs["sgd-run"], runs["adam-run"]]
+    compared = client.post("/api/v1/runs/compare", json={"run_ids": ids,
+                                                         "metrics": ["val_accuracy"]}).json()
+    assert compared["success"] and compared["data"]["run_ids"] == ids
+    missing = client.post("/api/v1/runs/compare", json={"run_ids": ["r_nope"]})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "RESOURCE_NOT_FOUND"
+    made = client.post("/api/v1/experiments", json={"name": "v1 exp", "description": "d"})
+    assert made.status_code == 201 and made.json()["data"]["description"] == "d"
+    again = client.post("/api/v1/experiments", json={"name": "v1 exp"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "CONFLICT"
+    assert client.patch("/api/v1/experiments/v1 exp", json={"description": "e"}).json()[
+        "data"]["description"] == "e"
+    listed = client.get("/api/v1/experiments", params={"sort": "name:asc",
+                                                       "fields": "name,runs"}).json()
+    names = [e["name"] for e in listed["data"]]
+    assert names == sorted(names) and "v1 exp" in names and set(listed["data"][0]) == {
+        "name", "runs"}
+    assert listed["meta"]["pagination"]["total"] == len(names)
+    gone = client.get("/api/v1/experiments/nope")
+    assert gone.status_code == 404 and gone.json()["success"] is False
+
+
 def test_compare_diff_series_and_report(client, runs):
     ids = [runs["sgd-run"], runs["adam-run"]]
     body = client.post("/api/runs/compare", json={"run_ids": ids, "metrics": ["val_accuracy"],

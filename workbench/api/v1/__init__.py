@@ -23,6 +23,7 @@ from . import (
     analytics,
     conventions,
     datasets,
+    experiments,
     explorer,
     jobs,
     keys,
@@ -58,7 +59,7 @@ def mount_v1(app: FastAPI, service: Workbench, *, rate_limit_per_minute: int | N
 
     v1 = APIRouter(prefix=PREFIX)
     for module in (keys, jobs, plugin_core, models, networks, datasets, tasks, analytics, ws,
-                   nodes, sql, sweeps):
+                   nodes, sql, sweeps, experiments):
         v1.include_router(module.router)
     app.include_router(v1)
     # The conventions' namespaces, at /api/plugin-core and (versioned) /api/v1/plugin-core.
