@@ -35,17 +35,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-split", type=float, default=0.9,
+                        help="share of the 60,000 training images trained on (1.0: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = validate_network(json.loads(Path(args.arch).read_text()))
-    splits = load_splits("fashion-mnist", progress=False)
+    splits = load_splits("fashion-mnist", progress=False, train_split=args.train_split)
     hp = Hyperparams.model_validate({"epochs": args.epochs, "batch_size": args.batch_size,
-                                     "optimizer": {"type": "adam", "lr": args.lr}, "seed": 0})
+                                     "optimizer": {"type": "adam", "lr": args.lr}, "seed": 0,
+                                     "train_split": args.train_split})
 
     def sink(event: dict) -> None:
         if event["type"] == ev.EPOCH:
             m = event["data"]
-            print(json.dumps({"epoch": m["epoch"], "val_accuracy": round(m["val_accuracy"], 4),
+            val = m["val_accuracy"]
+            print(json.dumps({"epoch": m["epoch"], "val_accuracy": val and round(val, 4),
                               "train_loss": round(m["train_loss"], 4),
                               "epoch_time_s": round(m["epoch_time_s"], 1)}), flush=True)
 

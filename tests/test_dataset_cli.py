@@ -18,6 +18,7 @@ from workbench.frontdoor import connect
 pytest.importorskip("sklearn.datasets")
 
 
+@pytest.mark.timeout(900)  # two trainings and three CLI runs on a busy machine
 def test_cli_and_notebook_train_on_a_registered_dataset(tmp_path, monkeypatch):
     home = tmp_path / "home"
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_OFFLINE": "1"}
@@ -61,7 +62,7 @@ def test_cli_and_notebook_train_on_a_registered_dataset(tmp_path, monkeypatch):
 
         notebook.use(client)
         try:
-            run = notebook.train([13, 16, 3], {"epochs": 20, "batch_size": 32,
+            run = notebook.train([13, 16, 3], {"epochs": 10, "batch_size": 32,
                                                "optimizer": {"type": "adam", "lr": 0.01}},
                                  dataset=dataset_id, wait=True, show=False)
         finally:

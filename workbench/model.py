@@ -101,12 +101,12 @@ def logits_module(model: nn.Sequential) -> nn.Module:
     return model
 
 
-def linear_layer_names(architecture: Architecture) -> dict[str, int]:
+def linear_layer_names(architecture: Network) -> dict[str, int]:
     """Cortex-style names for freezing: ``{"layer1": 0, "layer2": 2, ...}`` (1-based over the
-    linear layers, mapped to the spec index)."""
+    linear layers -- and a native spec's conv2d layers -- mapped to the spec index)."""
     names = {}
     for i, layer in enumerate(architecture.layers):
-        if layer.type == "linear":
+        if layer.type in ("linear", "conv2d"):
             names[f"layer{len(names) + 1}"] = i
     return names
 

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ...model import linear_layer_names
 from ...service import QueueFull, SubmitError, Workbench
 from ...service.inference import check_inputs, forward
-from ...spec import validate_architecture
+from ...spec import validate_architecture, validate_network
 from ...store.deployments import DeploymentRecord, Deployments
 from ..deps import ServiceDep
 from ..schemas import MAX_BATCH, Inputs, ReturnSpec
@@ -425,7 +425,8 @@ def finetune(job_id: str, body: FinetuneRequest, service: ServiceDep, key: Train
     """A new job starting from the trained weights, with frozen layers and new data."""
     run, _ = trained_run(service, job_id)
     model = service.get_model(run.model_id)
-    arch = validate_architecture(model.architecture, allow_dropout=True)
+    # an MLP or a native-spec network (CNN: its conv2d and linear layers are named)
+    arch = validate_network(model.architecture, allow_dropout=True, num_classes=None)
     names = linear_layer_names(arch)
     cfg = body.fine_tuning_config
     freeze = []
