@@ -68,7 +68,7 @@ def test_widgets_render_offline(lab: LocalJupyter) -> None:
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells') }")
             output = page.locator(".jp-OutputArea-output")
             output.locator(".add-linear button").wait_for(timeout=120_000)
-            output.get_by_text("✔ valid").wait_for()
+            output.get_by_text("✔ valid").first.wait_for()  # the MLP builder (the first sub-tab)
             output.locator(".add-relu button").click()
             output.locator(".layer-2-type").wait_for(timeout=30_000)
             app = page.frame_locator("iframe[src*='/workbench/']")

@@ -140,7 +140,7 @@ def test_walkthrough(page, server):
     page.locator(".add-linear button").click()
     page.locator(".layer-2-in input").wait_for()
     assert page.locator(".layer-2-in input").input_value() == "64"
-    page.get_by_text("✔ valid").wait_for()
+    page.get_by_text("✔ valid").first.wait_for()  # the MLP builder (the first sub-tab)
     page.get_by_text("50,890").wait_for()  # 784*64+64 + 64*10+10 parameters
 
     # A wrong edit shows the spec's message on the offending layer; fixing it clears it.
@@ -150,7 +150,7 @@ def test_walkthrough(page, server):
     page.screenshot(path=str(screenshot_dir() / "build-error.png"), full_page=True)
     _set_number(page, ".layer-2-in", 64)
     page.get_by_text(message).wait_for(state="hidden")
-    page.get_by_text("✔ valid").wait_for()
+    page.get_by_text("✔ valid").first.wait_for()  # the MLP builder (the first sub-tab)
     page.screenshot(path=str(screenshot_dir() / "build.png"), full_page=True)
 
     # Launch a small run and watch the loss chart gain points, no reload.
