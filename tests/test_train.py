@@ -18,7 +18,8 @@ from workbench.train.job import RunSpec, execute
 
 ARCH = Architecture.from_layer_sizes([784, 64, 10])
 TIMING_KEYS = {"epoch_time_s", "samples_per_s", "forward_tflops", "backward_tflops",
-               "total_tflops", "forward_time_s", "backward_time_s", "peak_memory_bytes"}
+               "total_tflops", "forward_time_s", "backward_time_s", "peak_memory_bytes",
+               "share_of_peak", "mfu", "spec_peak_tflops", "matmul_dtype"}  # from the timings
 
 
 @pytest.fixture(scope="module")
