@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 from ..spec import Architecture, Hyperparams, Parameters
+from ..store.experiments import MAX_DESCRIPTION_CHARS
 from ..store.runs import clean_name, clean_tag
 
 MAX_BATCH = 512  # inputs per /infer request (the API's documented limit)
@@ -23,6 +24,20 @@ RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, 
 RunTag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
                                           pattern=r"^[^,\x00-\x1f\x7f-\x9f]+$"),
                    AfterValidator(lambda v: clean_tag(v, field="value"))]
+
+
+# An experiment's bodies (``/api/experiments`` and ``/api/v1/experiments``).
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: RunName
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+
+
+class ExperimentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(max_length=MAX_DESCRIPTION_CHARS)
 
 
 class ErrorBody(BaseModel):

@@ -32,6 +32,19 @@ PRESETS: dict[str, list[int]] = {
 }
 _LAYER_REF = re.compile(r"^(?:architecture\.)?layers\[(\d+)\]")
 
+
+def split_layer_errors(messages: list[str]) -> tuple[dict[int, str], list[str]]:
+    """The spec's messages as ``({layer index: its first message}, [the others])``: a layer's
+    message goes on its row, the rest above the builder (both builders show them this way)."""
+    per_layer: dict[int, str] = {}
+    general: list[str] = []
+    for message in messages:
+        if m := _LAYER_REF.match(message):
+            per_layer.setdefault(int(m.group(1)), message)
+        else:
+            general.append(message)
+    return per_layer, general
+
 BOX_CSS = """
 :host(.wb-layer) { border: 1px solid #e3e6ea; border-radius: 8px; padding: 4px 8px;
                    margin: 3px 0; background: #fff; }
@@ -311,12 +324,8 @@ class Builder(Viewer):
             messages: list[str] = []
         except ValidationError as exc:
             messages = error_messages(exc)
-        per_layer: dict[int, str] = {}
-        for message in messages:
-            if m := _LAYER_REF.match(message):
-                per_layer.setdefault(int(m.group(1)), message)
+        per_layer, general = split_layer_errors(messages)
         self.errors, self.layer_errors = messages, per_layer
-        general = [m for m in messages if not _LAYER_REF.match(m)]
         self._alert.object = "<br>".join(escape_markdown(m) for m in general)
         self._alert.visible = bool(general)
         self.hints = collapsing_linears(self.layers)

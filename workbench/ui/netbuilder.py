@@ -24,11 +24,11 @@ from pydantic import ValidationError
 
 from ..netspec import LAYER_FIELDS, NET_LAYER_TYPES, NetLayer, NetSpec, infer_layers
 from ..spec import error_messages
+from .builder import split_layer_errors
 from .state import AppState
 from .theme import CSS, escape_html, escape_markdown, html
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "examples" / "architectures"
-_LAYER_REF = re.compile(r"^(?:architecture\.)?layers\[(\d+)\]")
 # what a new layer of each type starts with (its required fields)
 DEFAULTS: dict[str, dict[str, Any]] = {
     "conv2d": {"out": 8, "kernel": 3, "padding": 1}, "maxpool2d": {"kernel": 2},
@@ -219,12 +219,8 @@ class NetBuilder(Viewer):
             messages = error_messages(exc)
         if self._shape_error:
             messages = [self._shape_error, *messages]
-        per_layer: dict[int, str] = {}
-        for message in messages:
-            if m := _LAYER_REF.match(message):
-                per_layer.setdefault(int(m.group(1)), message)
+        per_layer, general = split_layer_errors(messages)
         self.errors, self.layer_errors = messages, per_layer
-        general = [m for m in messages if not _LAYER_REF.match(m)]
         self._alert.object = "<br>".join(escape_markdown(m) for m in general)
         self._alert.visible = bool(general)
         infos = self._infos()

@@ -22,13 +22,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store import FilterError
-from ...store.experiments import MAX_DESCRIPTION_CHARS, ExperimentExistsError
+from ...store.experiments import ExperimentExistsError
 from ...store.export import export
 from ...store.runs_table import COLUMNS, DEFAULT_COLUMNS
 from ..deps import ServiceDep
 from ..errors import ERROR_RESPONSES, error_response
 from ..policy import requires
-from ..schemas import RunName, RunPublic, RunTag
+from ..schemas import ExperimentCreate, ExperimentUpdate, RunName, RunPublic, RunTag
 from ..views import json_response, run_view
 
 router = APIRouter(tags=["experiments"])
@@ -170,19 +170,6 @@ def experiments(service: ServiceDep) -> Response:
     """Every experiment: its description, runs, how many run / succeeded / failed, its newest
     run and its best run (highest validation accuracy)."""
     return json_response({"items": [_jsonable(e) for e in service.experiments()]})
-
-
-class ExperimentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: RunName
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-
-
-class ExperimentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = Field(max_length=MAX_DESCRIPTION_CHARS)
 
 
 @router.post("/experiments", status_code=201, responses=ERROR_RESPONSES,

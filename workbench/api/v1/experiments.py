@@ -22,10 +22,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store import FilterError
-from ...store.experiments import MAX_DESCRIPTION_CHARS, ExperimentExistsError
+from ...store.experiments import ExperimentExistsError
 from ...store.runs_table import COLUMNS, DEFAULT_COLUMNS
 from ..deps import ServiceDep
-from ..schemas import RunName
+from ..schemas import ExperimentCreate, ExperimentUpdate
 from .conventions import (
     CONFLICT,
     ID_ERRORS,
@@ -131,19 +131,6 @@ EXPERIMENT_SPEC = ListSpec(
             "last_run_at", "best"),
     sortable=("name", "created_at", "runs", "last_run_at"),
     default_sort=("last_run_at", True))
-
-
-class ExperimentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: RunName
-    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
-
-
-class ExperimentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    description: str = Field(max_length=MAX_DESCRIPTION_CHARS)
 
 
 @router.get("/experiments", responses=READ_ERRORS)
