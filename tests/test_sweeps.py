@@ -3,10 +3,12 @@ time on local workers, started with ``workbench sweep``; the median pruner stops
 than the finished ones after epoch 1; every trial is a run of the sweep's experiment. Bad specs
 are 422 naming the field in both API families; the notebook starts, lists and cancels one.
 
-Pruning is deterministic here: TPE's first ten trials are seeded random draws, the first two
-trials run together (nothing finished yet, no pruning), every later one starts only when one
-has finished (``n_startup_trials: 1``), and draw 5's learning rate (2.6e-5) cannot reach the
-finished trials' epoch-1 accuracy.
+Pruning is deterministic where the test looks: TPE's first ten trials are seeded random draws;
+the pruner waits for two complete trials (``n_startup_trials: 2``), so trials 0 and 1, which
+run together, always complete (under load one may finish before the other reports an epoch,
+so ``1`` would make trial 1's fate a race); trial 5 starts only after four have ended, and its
+learning rate (2.6e-5) cannot reach the finished trials' epoch-1 accuracy. Trials 2-4 may go
+either way, depending on which trials had finished when they reported.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ SPEC = {
     "hyperparams": {"epochs": 2, "batch_size": 64, "optimizer": {"type": "adam"},
                     "train_split": 0.75, "seed": 0},
     "limit": 600, "budget": {"trials": 6}, "parallelism": 2,
-    "sampler": {"type": "tpe", "seed": 0}, "pruner": {"type": "median", "n_startup_trials": 1},
+    "sampler": {"type": "tpe", "seed": 0}, "pruner": {"type": "median", "n_startup_trials": 2},
 }
 LR = {"low": 1e-4, "high": 0.1, "log": True}
 
