@@ -31,7 +31,7 @@ from workbench.data import (
     read_idx,
     write_idx,
 )
-from workbench.data.datasets import BUNDLED_DIR, BUNDLED_FILES
+from workbench.data.datasets import BUNDLED_DIR, BUNDLED_FILES, expected_train_samples
 from workbench.data.download import MNIST_FILES, RemoteFile, fetch_all, fetch_file
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -233,6 +233,17 @@ def test_bundled_subset_loads_offline(caplog: pytest.LogCaptureFixture, tmp_path
     assert (splits.mean, splits.std) == (0.1307, 0.3081)
     assert abs(splits.x_train.mean().item()) < 0.05 and abs(splits.x_train.std().item() - 1) < 0.05
     assert splits.num_classes == 10 and splits.input_size == 784
+
+
+def test_expected_train_samples_is_what_a_run_would_read(tmp_path: Path) -> None:
+    """The Build tab's prediction counts the files a run would read now, without a download:
+    the bundled 4,000 offline, the files found locally, the full 60,000 once downloaded."""
+    assert expected_train_samples("mnist", tmp_path, offline=True) == (4000, "bundled-subset")
+    assert load_raw("mnist", data_dir=tmp_path, offline=True).x_train.shape[0] == 4000
+    assert expected_train_samples("mnist", tmp_path, offline=False) == (60_000, "download")
+    _write_set(tmp_path, _fake_idx_set(70, 10))
+    assert expected_train_samples("MNIST", tmp_path, offline=True) == (70, "local-dir")
+    assert load_raw("mnist", data_dir=tmp_path, offline=True).x_train.shape[0] == 70
 
 
 def test_load_raw_returns_private_copies(tmp_path: Path) -> None:

@@ -91,6 +91,16 @@ def test_builder_builds_784_64_10_by_edits(service):
     assert re.search(r"\d (µs|ms|s|min)<small>", b._summary.object), b._summary.object
 
 
+def test_prediction_counts_the_samples_a_run_would_read(service):
+    """Offline, MNIST is the bundled subset: 4,000 images, 3,600 after the 0.9 split."""
+    state = AppState(service=service)
+    b, launch = Builder(state), LaunchPanel(state)
+    assert (state.train_samples, state.samples_source) == (3600, "bundled-subset")
+    assert "3.6k samples (the bundled subset)" in b._summary.object, b._summary.object
+    launch.limit = 1000
+    assert state.train_samples == 1000 and "1k samples" in b._summary.object
+
+
 def test_builder_dimension_mismatch_shows_the_api_message_on_the_layer(service):
     b = Builder(AppState(service=service))
     b.load_json({"layer_sizes": [784, 64, 10]})
@@ -170,6 +180,12 @@ def test_live_view_follows_the_run_from_the_bus(trained):
     assert all(len(t.y) == 2 and min(t.y) > 0 for t in figs["tflops"].data)
     assert live.peak_tflops and live.peak_tflops > 0
     assert live._cancel.disabled
+    # the engine's runs carry the training process's system metrics, every epoch
+    rss = {t.name: t.y for t in figs["throughput"].data}["process RSS (MiB)"]
+    assert len(rss) == 2 and min(rss) > 10, rss
+    _, rows = state.service.query("SELECT name, count(*) FROM metrics WHERE run_id = "
+                                  f"'{run.run_id}' AND name LIKE 'system/%' GROUP BY name")
+    assert dict(rows)["system/rss_bytes"] == 2 and dict(rows)["system/cpu_percent"] == 2
 
 
 def test_live_view_loads_history_of_a_finished_run(trained, service):

@@ -38,7 +38,7 @@ from workbench.data.download import (
     mnist_mirrors,
     verified_cache,
 )
-from workbench.data.idx import read_idx
+from workbench.data.idx import read_idx, read_idx_header
 
 __all__ = [
     "BUNDLED_DIR",
@@ -88,6 +88,7 @@ class DatasetInfo:
     mirrors: tuple[str, ...]
     has_bundled_subset: bool = False
     input_size: int = 784  # features per sample (28 x 28 pixels)
+    train_size: int = 60_000  # images in the full training file a download brings
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -252,6 +253,63 @@ def _find_local(directory: Path | None, files: Mapping[str, RemoteFile]) -> dict
     return found
 
 
+def _local_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
+    from workbench.config import get_settings
+
+    dirs = [Path(data_dir).expanduser()] if data_dir is not None else []
+    if name == "fashion-mnist":
+        dirs.append(get_settings().fashion_mnist_dir)
+    return dirs
+
+
+def _cache_dir(name: str, data_dir: str | Path | None) -> Path:
+    from workbench.config import get_settings
+
+    root = Path(data_dir).expanduser() if data_dir is not None else get_settings().data_dir
+    return root / name
+
+
+def _already_here(
+    name: str, data_dir: str | Path | None, checksums: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Path], str] | None:
+    """The files of ``name`` found on this machine (a local directory, then the verified
+    cache) without touching the network, with their source label; None if not here."""
+    info = DATASETS[name]
+    for directory in _local_dirs(name, data_dir):
+        if (found := _find_local(directory, info.files)) is not None:
+            return found, "local-dir"
+    files = _with_checksums(info.files, checksums)
+    cached = verified_cache(_cache_dir(name, data_dir), files)
+    return (cached, "cache") if len(cached) == len(files) else None
+
+
+def expected_train_samples(
+    name: str, data_dir: str | Path | None = None, *, offline: bool | None = None,
+) -> tuple[int, str]:
+    """How many training images (before the validation split) a run on ``name`` reads now,
+    and from where, without touching the network: files already here -> their count;
+    offline, or a download that just failed -> the bundled subset; otherwise
+    ``(info.train_size, "download")``: the full file, once downloaded. For predictions (the
+    Build tab's epoch time), which must use the real count."""
+    from workbench.config import get_settings
+
+    key = canonical_name(name)
+    info = DATASETS[key]
+    if (here := _already_here(key, data_dir)) is not None:
+        paths, source = here
+    else:
+        offline = get_settings().offline if offline is None else offline
+        urls = mnist_mirrors(get_settings().mnist_mirror) if key == "mnist" else info.mirrors
+        memo = _unreachable_until.get(tuple(urls))
+        unreachable = memo is not None and memo[0] > time.monotonic()
+        if not info.has_bundled_subset or not (offline or unreachable):
+            return info.train_size, "download"
+        paths = {role: BUNDLED_DIR / BUNDLED_FILES[role] for role in _ROLES}
+        source = "bundled-subset"
+    _, shape = read_idx_header(paths["train_labels"])
+    return int(shape[0]), source
+
+
 def _resolve(
     name: str,
     data_dir: str | Path | None,
@@ -266,20 +324,11 @@ def _resolve(
     settings = get_settings()
     info = DATASETS[name]
     offline = settings.offline if offline is None else offline
-    root = Path(data_dir).expanduser() if data_dir is not None else settings.data_dir
-
-    local_dirs = [Path(data_dir).expanduser()] if data_dir is not None else []
-    if name == "fashion-mnist":
-        local_dirs.append(settings.fashion_mnist_dir)
-    for directory in local_dirs:
-        if (found := _find_local(directory, info.files)) is not None:
-            return found, "local-dir"
-
+    if (here := _already_here(name, data_dir, checksums)) is not None:
+        return here
     files = _with_checksums(info.files, checksums)
-    cache_dir = root / name
-    cached = verified_cache(cache_dir, files)
-    if len(cached) == len(files):
-        return cached, "cache"
+    cache_dir = _cache_dir(name, data_dir)
+    local_dirs = _local_dirs(name, data_dir)
 
     if mirrors is not None:
         urls = tuple(mirrors)

@@ -139,7 +139,7 @@ class Run:
         self._system_interval = system_interval
         self._next_sample = 0.0
         if system_interval:
-            from .system import SystemSampler
+            from ..system_metrics import SystemSampler
 
             self._system = SystemSampler()
         self._watches: list[Any] = []

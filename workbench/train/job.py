@@ -104,11 +104,27 @@ def execute(
         checkpoint_every=spec.checkpoint_every,
         resume_from=resume,
     )
-    gated = _TestEvaluation(sink, splits, batch_size=hp.batch_size)
+    gated = _TestEvaluation(_with_system_metrics(sink), splits, batch_size=hp.batch_size)
     result = train(arch, hp, splits, run_id=spec.run_id, sink=gated, should_stop=should_stop,
                    options=options, should_pause=should_pause)
     gated.finish(result)
     return result
+
+
+def _with_system_metrics(sink: ev.Sink) -> ev.Sink:
+    """``sink`` with this process's system metrics (CPU %, RSS, GPU memory; the same
+    ``system/*`` names a tracked run logs) added to every epoch event: the store keeps every
+    number of an epoch as a metric."""
+    from ..system_metrics import SystemSampler
+
+    sampler = SystemSampler()
+
+    def send(event: ev.Event) -> None:
+        if event["type"] == ev.EPOCH:
+            event = {**event, "data": {**sampler.sample(), **event["data"]}}
+        sink(event)
+
+    return send
 
 
 class _TestEvaluation:

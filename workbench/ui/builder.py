@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..model import layer_costs
 from ..spec import ACTIVATIONS, Architecture, Layer, error_messages, validate_architecture
-from .state import AppState
+from .state import SAMPLE_SOURCES, AppState
 from .theme import CSS, escape_html, escape_markdown, html
 
 LAYER_CHOICES = ("linear", *ACTIVATIONS)
@@ -301,7 +301,7 @@ class Builder(Viewer):
         self._refresh()
 
     @param.depends("input_size", "state.dataset", "state.peak_tflops", "state.train_samples",
-                   watch=True)
+                   "state.samples_source", watch=True)
     def _refresh(self) -> None:
         self._validate()
         self._show_costs()
@@ -367,7 +367,8 @@ class Builder(Viewer):
         if peak:
             epoch_s = train * n / (peak * 1e12)
             predicted = (f"{_fmt_seconds(epoch_s)}<small> on {self.state.device} at its measured"
-                         f" {peak:.3g} TFLOPS, {_fmt(n)} samples</small>")
+                         f" {peak:.3g} TFLOPS, {_fmt(n)} samples"
+                         f"{SAMPLE_SOURCES.get(self.state.samples_source, '')}</small>")
         else:
             predicted = "measuring device peak…"
         status = ("<span style='color:#067647'>✔ valid</span>" if not self.errors else

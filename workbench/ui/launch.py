@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ..data.datasets import DATASETS
 from ..spec import Hyperparams, error_messages
-from .state import FULL_TRAIN_SAMPLES, AppState
+from .state import AppState
 from .theme import escape_html, escape_markdown, html
 
 
@@ -92,10 +92,10 @@ class LaunchPanel(Viewer):
 
     @param.depends("train_split", "limit", "state.dataset", watch=True)
     def _estimate(self) -> None:
-        full = FULL_TRAIN_SAMPLES.get(self.state.dataset) \
-            or self.state.dataset_info().get("n_samples") or 60_000
-        n = round(full * self.train_split)
-        self.state.train_samples = max(1, min(n, self.limit) if self.limit else n)
+        full, source = self.state.full_train_samples()
+        n = round((full or DATASETS["mnist"].train_size) * self.train_split)
+        self.state.param.update(samples_source=source,
+                                train_samples=max(1, min(n, self.limit) if self.limit else n))
 
     def launch(self) -> str | None:
         """Create the model and start a run; returns its id (None with ``message`` set)."""

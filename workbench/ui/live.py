@@ -298,6 +298,10 @@ class LiveRun(Viewer):
         x, y = self._series("peak_memory_bytes")
         figs["throughput"].add_scatter(x=x, y=[v / 2**20 for v in y], name="peak memory (MiB)",
                                        yaxis="y2", line=dict(color=COLORS["mem"]), **line)
+        x, y = self._series("system/rss_bytes")  # the training process (workbench.system_metrics)
+        figs["throughput"].add_scatter(x=x, y=[v / 2**20 for v in y], name="process RSS (MiB)",
+                                       yaxis="y2", line=dict(color=COLORS["mem"], dash="dot"),
+                                       **line)
         figs["throughput"].update_layout(
             yaxis2=dict(title="MiB", overlaying="y", side="right", rangemode="tozero"))
         figs["accuracy"].update_yaxes(range=[0, 1])  # a share: never a range beyond 0..1

@@ -12,7 +12,7 @@ from typing import Any
 import param
 
 from .. import peaks
-from ..data.datasets import DATASETS
+from ..data.datasets import DATASETS, expected_train_samples
 from ..devices import available_devices
 
 
@@ -41,9 +41,9 @@ def prewarm_peaks() -> threading.Thread:
     thread.start()
     return thread
 
-# Training samples per epoch when the whole data set is used (train file x default split);
-# the live numbers replace this once a run reports n_train.
-FULL_TRAIN_SAMPLES = {"mnist": 60_000, "fashion-mnist": 60_000}
+# Where a prediction's sample count came from, as the Build tab says it.
+SAMPLE_SOURCES = {"local-dir": "", "cache": "", "registry": "",
+                  "bundled-subset": " (the bundled subset)", "download": " once downloaded"}
 
 
 class AppState(param.Parameterized):
@@ -61,6 +61,8 @@ class AppState(param.Parameterized):
     train_samples = param.Integer(
         default=54_000, bounds=(1, None), doc="training samples per epoch (for predictions)"
     )
+    samples_source = param.String(
+        default="download", doc="where train_samples came from (a SAMPLE_SOURCES key)")
     architecture = param.Dict(
         default=None, allow_None=True, doc="the builder's architecture JSON when it is valid"
     )
@@ -120,6 +122,14 @@ class AppState(param.Parameterized):
             info = self.service.get_dataset(name)
             self._datasets[name] = info
         return info
+
+    def full_train_samples(self) -> tuple[int | None, str]:
+        """Training samples (before the validation split) a run on the chosen dataset reads
+        now, and from where: the files on this machine, the bundled subset when offline, or
+        the registry's count of a user's dataset."""
+        if self.dataset in DATASETS:
+            return expected_train_samples(self.dataset)
+        return self.dataset_info().get("n_samples"), "registry"
 
     def launch_architecture(self) -> dict[str, Any] | None:
         """What a launch trains: the network builder's spec or the MLP builder's architecture

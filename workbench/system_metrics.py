@@ -1,4 +1,5 @@
-"""System metrics of the tracking process, sampled every few seconds by a run's flush thread.
+"""System metrics of a training process: sampled every few seconds by a tracked run's flush
+thread (``workbench.track``), and at every epoch of an engine run (``workbench.train.job``).
 
 Names (all under ``system/``):
 
