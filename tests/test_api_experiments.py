@@ -119,6 +119,16 @@ def test_experiment_records_create_describe_and_list(client, runs):
     assert client.patch("/api/experiments/nope", json={"description": "x"}).status_code == 404
     too_long = client.patch("/api/experiments/sweep", json={"description": "d" * 20_001})
     assert too_long.status_code == 422
+    # a name with slashes (a team's "project/question" naming) is one path parameter
+    nested = client.post("/api/experiments", json={"name": "mnist/widths"})
+    assert nested.status_code == 201, nested.text
+    for path in ("/api/experiments/mnist%2Fwidths", "/api/experiments/mnist/widths",
+                 "/api/v1/experiments/mnist/widths"):
+        got = client.get(path)
+        assert got.status_code == 200 and "mnist/widths" in got.text, (path, got.text)
+    described = client.patch("/api/v1/experiments/mnist%2Fwidths", json={"description": "d"})
+    assert described.status_code == 200 and described.json()["data"]["description"] == "d"
+    assert client.get("/api/experiments/mnist").status_code == 404
 
 
 def test_v1_runs_table_compare_and_experiments_are_enveloped(client, runs):

@@ -237,7 +237,7 @@ def add_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("sql", help="read-only SQL over the store's views (models, runs, "
-                       "metrics, params, events, run_summary)")
+                       "metrics, params, events, run_summary, experiments)")
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
     p.add_argument("--json", action="store_true", help="print rows as JSON")

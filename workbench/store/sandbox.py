@@ -37,6 +37,7 @@ VIEWS: dict[str, tuple[str, ...]] = {
     "params": ("param_id", "model_id", "run_id", "size_bytes", "created_at"),
     "events": ("id", "run_id", "type", "time", "data"),
     "run_summary": ("run_id", "name", "final", "best_min", "best_max", "final_epoch", "points"),
+    "experiments": ("name", "description", "created_at"),
 }
 VIEW_NAMES = ", ".join(VIEWS)
 

@@ -186,14 +186,14 @@ def create_experiment(body: ExperimentCreate, service: ServiceDep) -> Response:
     return json_response(_jsonable(created), status_code=201)
 
 
-@router.get("/experiments/{name}", responses=ERROR_RESPONSES,
+@router.get("/experiments/{name:path}", responses=ERROR_RESPONSES,
             dependencies=[Depends(requires("read"))])
 def get_experiment(name: str, service: ServiceDep) -> Response:
     """One experiment (a record, or a name runs use) with its counts and best run."""
     return json_response(_jsonable(service.get_experiment(name)))
 
 
-@router.patch("/experiments/{name}", responses=ERROR_RESPONSES,
+@router.patch("/experiments/{name:path}", responses=ERROR_RESPONSES,
               dependencies=[Depends(requires("train"))])
 def describe_experiment(name: str, body: ExperimentUpdate, service: ServiceDep) -> Response:
     """Set an experiment's description."""

@@ -154,12 +154,12 @@ def create_experiment(body: ExperimentCreate, service: ServiceDep, _: TrainKey) 
     return ok(_jsonable(created), status_code=201)
 
 
-@router.get("/experiments/{name}", responses=ID_ERRORS)
+@router.get("/experiments/{name:path}", responses=ID_ERRORS)
 def get_experiment(name: str, service: ServiceDep, _: ReadKey) -> Response:
     return ok(_jsonable(service.get_experiment(name)))
 
 
-@router.patch("/experiments/{name}", responses=ID_ERRORS)
+@router.patch("/experiments/{name:path}", responses=ID_ERRORS)
 def describe_experiment(name: str, body: ExperimentUpdate, service: ServiceDep,
                         _: TrainKey) -> Response:
     """Set an experiment's description."""
