@@ -307,6 +307,26 @@ def test_cancel_a_run_on_a_node(service, registered, jupyters):
                                   if e["node_id"] == node_b.node_id}
 
 
+def test_sweep_trials_train_on_a_node(service, registered):
+    """A sweep whose target is a registered node: every trial is a run on that node (two at
+    once there), ended and scored like a local trial."""
+    wb, _ = service
+    node_a, _ = registered
+    sweep = wb.sweeps.create({
+        "name": "on-node", "target": node_a.node_id, "limit": 300, "parallelism": 2,
+        "space": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+        "hyperparams": {"epochs": 1, "batch_size": 64, "optimizer": {"type": "adam"}},
+        "budget": {"trials": 3}, "sampler": {"type": "random", "seed": 1},
+        "pruner": {"type": "none"}})
+    done = wb.sweeps.wait(sweep["sweep_id"], timeout=600)
+    assert done["state"] == "completed" and done["counts"]["complete"] == 3, done
+    for trial in done["trials"]:
+        run = wb.get_run(trial["run_id"])
+        assert run.state == "succeeded" and run.target == node_a.node_id, run
+        assert trial["value"] == run.metrics["val_accuracy"]
+    assert done["best"]["value"] > 0.1
+
+
 def test_killed_server_fails_the_run_keeping_epochs_and_goes_offline(service, registered,
                                                                     jupyters):
     wb, nodes = service
