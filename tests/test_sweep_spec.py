@@ -82,3 +82,40 @@ def test_a_sweep_left_running_by_a_dead_owner_is_interrupted(tmp_path):
         assert [s["sweep_id"] for s in service.sweeps.list()] == ["s_0123456789ab"]
     finally:
         service.close()
+
+
+SPACE = {"lr": {"low": 1e-3, "high": 0.5, "log": True}, "width": {"low": 32, "high": 512},
+         "optimizer": {"values": ["sgd", "adam"]}}
+
+
+@pytest.mark.parametrize("enqueue, field, fragment", [
+    ([{"lr": 0.1, "width": 128}], "enqueue[0]", "missing optimizer"),
+    ([{"lr": 0.1, "width": 128, "optimizer": "sgd", "depth": 2}], "enqueue[0]",
+     "not searched: depth"),
+    ([{"lr": 0.9, "width": 128, "optimizer": "sgd"}], "enqueue[0].lr", "0.001 to 0.5"),
+    ([{"lr": 0.1, "width": 12.5, "optimizer": "sgd"}], "enqueue[0].width", "an integer"),
+    ([{"lr": 0.1, "width": 64, "optimizer": "sgd"}, {"lr": 0.1, "width": 64,
+                                                      "optimizer": "rmsprop"}],
+     "enqueue[1].optimizer", "one of space.optimizer.values"),
+    ([{"lr": 0.1, "width": 64, "optimizer": "sgd"}] * 3, "enqueue", "a budget of 2 trials"),
+])
+def test_enqueued_points_must_lie_in_the_space(enqueue, field, fragment):
+    spec = SweepSpec.model_validate({"space": SPACE, "enqueue": enqueue,
+                                     "budget": {"trials": 2}})
+    with pytest.raises(SubmitError) as caught:
+        check_spec(spec, input_size=784, classes=10)
+    assert caught.value.field == field and fragment in str(caught.value), str(caught.value)
+
+
+def test_enqueued_points_are_the_first_trials(tmp_path):
+    """The point given first (e.g. today's default) is the sweep's first trial, exactly."""
+    from workbench.sweeps import study as studies
+
+    point = {"lr": 0.1, "width": 128, "optimizer": "sgd"}
+    spec = SweepSpec.model_validate({"space": SPACE, "enqueue": [point],
+                                     "sampler": {"type": "tpe", "seed": 0}})
+    check_spec(spec, input_size=784, classes=10)
+    study = studies.create(tmp_path / "sweeps", "s_0123456789ab", spec, {})
+    first = study.ask(studies.distributions(spec))
+    assert first.params == point
+    assert study.ask(studies.distributions(spec)).params != point  # then the sampler's draws

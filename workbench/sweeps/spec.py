@@ -203,6 +203,11 @@ class SweepSpec(BaseModel):
                              description="trials training at once")
     sampler: Sampler = Field(default_factory=Sampler)
     pruner: Pruner = Field(default_factory=Pruner)
+    enqueue: list[dict[str, Annotated[str, StringConstraints(max_length=50)] | Number]] = Field(
+        default_factory=list, max_length=MAX_VALUES,
+        description="points of the space tried first, in order, each naming every searched "
+                    "parameter (Optuna's enqueue_trial): a configuration known to work, such "
+                    "as today's default, so the sweep's best is at least as good")
 
     def trial_budget(self) -> int | None:
         """Trials to run: the budget's, capped by the grid's size; None: until ``time_s``."""
@@ -343,4 +348,39 @@ def check_spec(spec: SweepSpec, *, input_size: int, classes: int) -> list[int]:
     if spec.sampler.type == "grid" and grid_size(spec.space) > MAX_GRID:
         raise SubmitError("space", f"the grid has {grid_size(spec.space)} points; at most "
                           f"{MAX_GRID}")
+    _check_enqueued(spec)
     return base
+
+
+def _check_enqueued(spec: SweepSpec) -> None:
+    """Every enqueued point names exactly the searched parameters, each value inside its
+    range (or one of its values), and fits the trial budget."""
+    if not spec.enqueue:
+        return
+    if spec.sampler.type == "grid":
+        raise SubmitError("enqueue", "the grid sampler tries every point of the grid already")
+    budget = spec.trial_budget()
+    if budget is not None and len(spec.enqueue) > budget:
+        raise SubmitError("enqueue", f"{len(spec.enqueue)} points but a budget of {budget} "
+                          "trials")
+    params = spec.space.params()
+    for i, point in enumerate(spec.enqueue):
+        missing, unknown = sorted(set(params) - set(point)), sorted(set(point) - set(params))
+        if missing or unknown:
+            raise SubmitError(f"enqueue[{i}]", "names every searched parameter and no other: "
+                              + "; ".join(filter(None, [
+                                  missing and f"missing {', '.join(missing)}",
+                                  unknown and f"not searched: {', '.join(unknown)}"])))
+        for name, param in params.items():
+            value, field = point[name], f"enqueue[{i}].{name}"
+            if param.values is not None:
+                if value not in param.values:
+                    raise SubmitError(field, f"one of space.{name}.values, got {value!r}")
+            elif isinstance(value, str) or isinstance(value, bool) or (
+                    isinstance(param, IntParam) and not isinstance(value, int)):
+                kind = "an integer" if isinstance(param, IntParam) else "a number"
+                raise SubmitError(field, f"{kind}, got {value!r}")
+            elif not (param.low is not None and param.high is not None
+                      and param.low <= value <= param.high):
+                raise SubmitError(field, f"inside space.{name}: {param.low} to {param.high}, "
+                                  f"got {value}")

@@ -94,6 +94,8 @@ def create(root: Path, sweep_id: str, spec: SweepSpec, attrs: dict[str, Any]) ->
         direction=spec.objective.resolved_direction, sampler=sampler(spec), pruner=pruner(spec))
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    for point in spec.enqueue:  # asked for first, in order
+        study.enqueue_trial(point, skip_if_exists=True)
     return study
 
 
