@@ -299,15 +299,31 @@ def expected_train_samples(
         paths, source = here
     else:
         offline = get_settings().offline if offline is None else offline
-        urls = mnist_mirrors(get_settings().mnist_mirror) if key == "mnist" else info.mirrors
-        memo = _unreachable_until.get(tuple(urls))
-        unreachable = memo is not None and memo[0] > time.monotonic()
-        if not info.has_bundled_subset or not (offline or unreachable):
+        if not info.has_bundled_subset or not (offline or _known_unreachable(
+                _mirror_urls(key, None))):
             return info.train_size, "download"
-        paths = {role: BUNDLED_DIR / BUNDLED_FILES[role] for role in _ROLES}
-        source = "bundled-subset"
+        paths, source = _bundled_paths(), "bundled-subset"
     _, shape = read_idx_header(paths["train_labels"])
     return int(shape[0]), source
+
+
+def _bundled_paths() -> dict[str, Path]:
+    return {role: BUNDLED_DIR / BUNDLED_FILES[role] for role in _ROLES}
+
+
+def _mirror_urls(name: str, mirrors: Sequence[str] | None) -> tuple[str, ...]:
+    from workbench.config import get_settings
+
+    if mirrors is not None:
+        return tuple(mirrors)
+    return mnist_mirrors(get_settings().mnist_mirror) if name == "mnist" \
+        else DATASETS[name].mirrors
+
+
+def _known_unreachable(urls: tuple[str, ...]) -> str | None:
+    """Why ``urls`` failed to connect in the last ``_UNREACHABLE_TTL_S`` s (None: not known)."""
+    memo = _unreachable_until.get(urls)
+    return memo[1] if memo and memo[0] > time.monotonic() else None
 
 
 def _resolve(
@@ -330,15 +346,12 @@ def _resolve(
     cache_dir = _cache_dir(name, data_dir)
     local_dirs = _local_dirs(name, data_dir)
 
-    if mirrors is not None:
-        urls = tuple(mirrors)
-    else:
-        urls = mnist_mirrors(settings.mnist_mirror) if name == "mnist" else info.mirrors
+    urls = _mirror_urls(name, mirrors)
     reason: str
     if offline:
         reason = "offline mode"
-    elif (memo := _unreachable_until.get(urls)) and memo[0] > time.monotonic():
-        reason = memo[1]
+    elif known := _known_unreachable(urls):
+        reason = known
     else:
         try:
             result = fetch_all(files, cache_dir, urls, progress=progress)
@@ -353,7 +366,7 @@ def _resolve(
         log.warning(
             "workbench: %s download unavailable (%s); %s", info.title, reason, BUNDLED_NOTICE
         )
-        return {role: BUNDLED_DIR / BUNDLED_FILES[role] for role in _ROLES}, "bundled-subset"
+        return _bundled_paths(), "bundled-subset"
 
     tried = ", ".join(str(d) for d in local_dirs) or "(none)"
     raise DatasetUnavailableError(
