@@ -81,6 +81,27 @@ def trained(client):
 
 
 @pytest.fixture(scope="module")
+def offline_service(tmp_path_factory):
+    """An in-process ``Workbench`` on a fresh offline home, shared by a test module (the app's
+    component tests drive its views with it)."""
+    from workbench.config import get_settings
+    from workbench.service import Workbench
+    from workbench.store import Store
+
+    home = tmp_path_factory.mktemp("wbhome")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WORKBENCH_HOME", str(home))
+    mp.setenv("WORKBENCH_OFFLINE", "1")
+    get_settings.cache_clear()
+    svc = Workbench(Store(home / "wb.duckdb"))
+    yield svc
+    svc.close()
+    svc.store.close()
+    mp.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
 def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     """One server shared by a test module (fresh store, WORKBENCH_OFFLINE=1)."""
     server = start_server(tmp_path_factory.mktemp("wbhome"))

@@ -16,11 +16,8 @@ import pytest
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
-from workbench.config import get_settings
 from workbench.model import model_cost
-from workbench.service import Workbench
 from workbench.spec import error_messages, validate_architecture
-from workbench.store import Store
 from workbench.ui.app import header_device
 from workbench.ui.builder import Builder
 from workbench.ui.launch import LaunchPanel
@@ -34,18 +31,8 @@ from workbench.ui.theme import escape_markdown
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    home = tmp_path_factory.mktemp("uihome")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("WORKBENCH_HOME", str(home))
-    mp.setenv("WORKBENCH_OFFLINE", "1")
-    get_settings.cache_clear()
-    svc = Workbench(Store(home / "wb.duckdb"))
-    yield svc
-    svc.close()
-    svc.store.close()
-    mp.undo()
-    get_settings.cache_clear()
+def service(offline_service):
+    return offline_service
 
 
 @pytest.fixture(scope="module")

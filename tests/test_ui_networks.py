@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from workbench.config import get_settings
-from workbench.service import Workbench
-from workbench.store import Store
 from workbench.ui.builder import Builder
 from workbench.ui.launch import LaunchPanel
 from workbench.ui.model_files import export_file
@@ -25,18 +23,8 @@ sklearn = pytest.importorskip("sklearn.datasets")
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    home = tmp_path_factory.mktemp("netuihome")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("WORKBENCH_HOME", str(home))
-    mp.setenv("WORKBENCH_OFFLINE", "1")
-    get_settings.cache_clear()
-    svc = Workbench(Store(home / "wb.duckdb"))
-    yield svc
-    svc.close()
-    svc.store.close()
-    mp.undo()
-    get_settings.cache_clear()
+def service(offline_service):
+    return offline_service
 
 
 def test_presets_and_live_shape_errors(service):
