@@ -161,9 +161,12 @@ class Playground(Viewer):
         if not self.param_id:
             self.message = "No trained parameter set yet: train a model in the Train tab."
             return None
+        return self._show_prediction(self.features(pixels))
+
+    def _show_prediction(self, features: Any) -> int:
+        """Infer one sample (the model's input, a batch of one) and show the answer."""
         started = time.perf_counter()
-        out = self.state.service.infer(self.param_id, self.features(pixels), probabilities=True,
-                                       labels=True)
+        out = self.state.service.infer(self.param_id, features, probabilities=True, labels=True)
         self.latency_ms = (time.perf_counter() - started) * 1000.0
         self.message = ""
         self.probabilities = out["outputs"]["probabilities"][0]
@@ -203,15 +206,7 @@ class Playground(Viewer):
         data = self._test_data()
         i = min(self.sample_index, len(data["y"]) - 1)
         self.source = f"test sample #{i} (true class {self.classes[int(data['y'][i])]})"
-        started = time.perf_counter()
-        out = self.state.service.infer(self.param_id, data["x"][i:i + 1], probabilities=True,
-                                       labels=True)
-        self.latency_ms = (time.perf_counter() - started) * 1000.0
-        self.message = ""
-        self.probabilities = out["outputs"]["probabilities"][0]
-        self.prediction = int(out["outputs"]["labels"][0])
-        self._probs.object = self._prob_figure(self.probabilities)
-        return self.prediction
+        return self._show_prediction(data["x"][i:i + 1])
 
     def _raw_test(self) -> Any:
         key = f"raw:{self.dataset}"
