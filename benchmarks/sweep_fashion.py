@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 # The space's point nearest the default (which has 128 then 64 units: not a point of a space
 # with one width), tried first unless --no-enqueue.
 ENQUEUED = {"lr": 0.1, "width": 128, "depth": 2}

@@ -119,3 +119,29 @@ def test_enqueued_points_are_the_first_trials(tmp_path):
     first = study.ask(studies.distributions(spec))
     assert first.params == point
     assert study.ask(studies.distributions(spec)).params != point  # then the sampler's draws
+
+
+def test_a_sweep_runs_its_enqueued_point_first_within_its_budget(tmp_path, monkeypatch):
+    """Through the service and its local workers: the budget counts the enqueued point."""
+    from workbench.config import get_settings
+    from workbench.service import Workbench
+    from workbench.store import Store
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    monkeypatch.setenv("WORKBENCH_OFFLINE", "1")
+    get_settings.cache_clear()
+    point = {"lr": 0.05, "width": 16}
+    service = Workbench(Store(tmp_path / "workbench.duckdb"), max_workers=1)
+    try:
+        sweep = service.sweeps.create({
+            "space": {"lr": {"low": 1e-3, "high": 0.1, "log": True},
+                      "width": {"values": [16, 32]}},
+            "hyperparams": {"epochs": 1, "batch_size": 64}, "limit": 200, "parallelism": 1,
+            "budget": {"trials": 2}, "sampler": {"type": "random", "seed": 0},
+            "pruner": {"type": "none"}, "enqueue": [point]})
+        done = service.sweeps.wait(sweep["sweep_id"], timeout=300)
+    finally:
+        service.close()
+        get_settings.cache_clear()
+    assert done["state"] == "completed" and done["counts"]["total"] == 2, done
+    assert done["trials"][0]["params"] == point and done["trials"][0]["state"] == "complete"

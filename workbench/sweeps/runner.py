@@ -87,7 +87,9 @@ class SweepRunner:
         budget = self.spec.trial_budget()
         deadline = (time.monotonic() + self.spec.budget.time_s) if self.spec.budget.time_s \
             else None
-        started, failed_starts = len(self.study.trials), 0
+        # Trials already asked (a resumed journal); enqueued points wait to be asked.
+        started = sum(t.state != TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
+        failed_starts = 0
         while True:
             self._drain(POLL_S if self._live else 0.05)
             for run_id in [r for r in self._live if self.service.get_run(r).is_terminal]:
