@@ -367,10 +367,10 @@ def _check_enqueued(spec: SweepSpec) -> None:
     for i, point in enumerate(spec.enqueue):
         missing, unknown = sorted(set(params) - set(point)), sorted(set(point) - set(params))
         if missing or unknown:
+            why = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"not searched: {', '.join(unknown)}"] if unknown else [])
             raise SubmitError(f"enqueue[{i}]", "names every searched parameter and no other: "
-                              + "; ".join(filter(None, [
-                                  missing and f"missing {', '.join(missing)}",
-                                  unknown and f"not searched: {', '.join(unknown)}"])))
+                              + "; ".join(why))
         for name, param in params.items():
             value, field = point[name], f"enqueue[{i}].{name}"
             if param.values is not None:
