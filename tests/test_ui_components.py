@@ -641,6 +641,7 @@ def test_devices_view_lists_local_devices_and_nodes(service):
     view = DevicesView(AppState(service=service, device="cpu"))
     text = view._targets.object
     assert "this machine" in text and "<td>cpu</td>" in text
+    assert re.search(r"<td>load \d+\.\d\d/core · mem \d+%</td>", text), text  # psutil, now
     assert "workbench nodes add" in text and "POST /api" not in text  # what to do, no endpoint
     assert NO_NODES in text
     node = service.store.create_node(

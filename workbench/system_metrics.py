@@ -91,3 +91,29 @@ class SystemSampler:
             with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
             self._nvml = None
+
+
+def machine_load(gpus: int = 0) -> dict[str, str]:
+    """This machine's load now, for the Devices table: ``{"cpu": "load 0.42/core · mem 37%",
+    "cuda:0": "util 80% · mem 12.3 GiB", ...}`` (GPUs from NVML, when it is importable). The
+    1-minute load average needs no sampling interval, unlike a CPU-percent reading."""
+    import os
+
+    out: dict[str, str] = {}
+    with contextlib.suppress(Exception):
+        import psutil
+
+        per_core = psutil.getloadavg()[0] / (os.cpu_count() or 1)
+        out["cpu"] = f"load {per_core:.2f}/core · mem {psutil.virtual_memory().percent:.0f}%"
+    if gpus:
+        sampler = SystemSampler()
+        try:
+            sample = sampler.sample()
+        finally:
+            sampler.close()
+        for i in range(gpus):
+            util = sample.get(f"system/gpu{i}/utilization_percent")
+            used = sample.get(f"system/gpu{i}/memory_used_bytes")
+            if util is not None and used is not None:
+                out[f"cuda:{i}"] = f"util {util:.0f}% · mem {used / 2**30:.1f} GiB"
+    return out

@@ -12,6 +12,7 @@ from typing import Any
 from .. import peaks
 from ..distributed.worker import worker_health
 from ..store.jobs import TrainerJobs
+from ..system_metrics import machine_load
 from .theme import escape_html
 
 NO_NODES = ("No remote nodes registered. An admin adds a Jupyter Server to train on in the "
@@ -55,12 +56,14 @@ def target_rows(service: Any, now: datetime | None = None,
         return (running[0] if running else "–"), sum(r.state == "queued" for r in runs)
 
     rows = []
-    for device in local_devices():
+    devices = local_devices()
+    load = machine_load(gpus=len(devices) - 1)
+    for device in devices:
         peak = peaks.stored(device)
         tflops = peak.tflops if peak is not None else (known_peaks or {}).get(device)
         current, queued = work("local", device)
         rows.append({"where": "this machine", "device": device, "status": "online",
-                     "load": "–", "queued": queued,
+                     "load": load.get(device, "–"), "queued": queued,
                      "peak_tflops": tflops,
                      "current_run": current, "last_seen": "now"})
     for node in store.list_nodes(limit=1000):
