@@ -2,7 +2,7 @@
 cluster this module starts (2 CPUs, loopback, its own temp dir): a run trained as a Ray task
 ends with exactly the per-epoch metrics of the same seeded run trained here, its events stored
 by the owner; a sweep started with ``workbench sweep`` runs every trial as a run on ``ray``; a
-cancelled Ray run ends ``cancelled``. Skipped when Ray is not installed (the error a server
+Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled. Skipped when Ray is not installed (the error a server
 without Ray gives is tested in ``test_ray_missing.py``)."""
 
 from __future__ import annotations
@@ -139,19 +139,38 @@ def test_a_sweep_runs_its_trials_on_ray(server, tmp_path):
             assert run["metrics"]["val_accuracy"] == trial["value"]
 
 
-def test_cancel_stops_a_ray_run(server, model_id):
+def wait_until(http, run_id: str, condition, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = http.get(f"/api/runs/{run_id}").json()
+        if condition(run):
+            return run
+        assert time.monotonic() < deadline and run["state"] in ("queued", "running"), run
+        time.sleep(0.1)
+
+
+def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server, model_id):
     with server.http() as http:
         queued = http.post(f"/api/models/{model_id}/train",
                            json={**TRAIN, "limit": 2000, "hyperparams": {"epochs": 40}})
         assert queued.status_code == 202, queued.text
         run_id = queued.json()["run_id"]
-        deadline = time.monotonic() + 300
-        while http.get(f"/api/runs/{run_id}").json()["epoch"] < 1:
-            assert time.monotonic() < deadline, server.log()[-3000:]
-            time.sleep(0.2)
+        wait_until(http, run_id, lambda r: r["epoch"] >= 1)
+        assert http.post(f"/api/runs/{run_id}/pause").status_code == 202
+        paused = wait_until(http, run_id, lambda r: r["state"] == "paused")
+        at = paused["epoch"]
+        assert 1 <= at < 40, paused
+        events = http.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert [e["data"]["epoch"] for e in events if e["type"] == ev.CHECKPOINT] == [at]
+
+        resumed = http.post(f"/api/runs/{run_id}/resume", json={"target": "ray"})
+        assert resumed.status_code == 202, resumed.text
+        wait_until(http, run_id, lambda r: r["state"] == "running" and r["epoch"] > at)
         assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
         run = wait_run(http, run_id, timeout=120)
-        assert run["state"] == "cancelled", run
-        assert 1 <= run["epoch"] < 40
+        assert run["state"] == "cancelled" and at < run["epoch"] < 40, run
         types = [e["type"] for e in http.get(f"/api/runs/{run_id}/events").json()["events"]]
         assert types.count(ev.RUN_CANCELLED) == 1 and ev.RUN_COMPLETED not in types
+        epochs = [e["data"]["epoch"] for e in http.get(f"/api/runs/{run_id}/events").json()
+                  ["events"] if e["type"] == ev.EPOCH]
+        assert epochs == list(range(1, len(epochs) + 1))  # the resumed run went on numbering
