@@ -116,6 +116,7 @@ class RayRunHandle:
         self._epoch = 0
         self._ref: Any = None
         self._relay: Any = None
+        self._asked: set[str] = set()  # cancel / pause, replayed once the relay exists
         self._thread = threading.Thread(target=self._run, args=(spec,), daemon=True,
                                         name=f"ray-{self.run_id}")
         self._thread.start()
@@ -135,12 +136,21 @@ class RayRunHandle:
     def _run(self, spec: RunSpec) -> None:
         error = "the Ray task ended without a result"
         try:
-            ray, self._relay, train = self._executor.connect()
-            if self._cancel.is_set():  # cancelled while Ray was starting
+            ray, relay, train = self._executor.connect()
+            with self._lock:
+                self._relay = relay
+                asked = sorted(self._asked)
+            for what in asked:  # asked while Ray was starting: the task sees it at once
+                relay.ask.remote(self.run_id, what)
+            if self._cancel.is_set():
                 return
             options: dict[str, Any] = {"num_cpus": 1}
             if spec.device.startswith("cuda"):
+                if not ray.cluster_resources().get("GPU"):  # the task would wait forever
+                    raise RuntimeError(f"device {spec.device!r}: the Ray cluster has no GPU; "
+                                       "use 'auto' or 'cpu'")
                 options["num_gpus"] = 1
+                spec = spec.model_copy(update={"device": "cuda"})  # Ray's GPU is cuda:0 there
             with self._lock:
                 self._ref = train.options(**options).remote(
                     spec.model_dump(mode="json"), self._relay)
@@ -167,7 +177,9 @@ class RayRunHandle:
 
     # -- RunHandle ---------------------------------------------------------------------------
     def _ask(self, what: str) -> None:
-        relay = self._relay
+        with self._lock:
+            self._asked.add(what)
+            relay = self._relay
         if relay is not None:
             relay.ask.remote(self.run_id, what)
 
@@ -216,12 +228,15 @@ class RayExecutor:
         self._offline = settings.offline
         self._handles: dict[str, RayRunHandle] = {}
         self._lock = threading.Lock()
+        # Its own lock: starting Ray takes seconds, and submit (called under the service's
+        # queue lock) must never wait for that.
+        self._connect_lock = threading.Lock()
         self._connected: tuple[Any, Any, Any] | None = None
-        self._started_ray = False
+        self._started_ray = False  # this executor called ray.init: close() leaves Ray
 
     def connect(self) -> tuple[Any, Any, Any]:
         """``(ray, relay actor, remote train function)``, connecting to Ray on first use."""
-        with self._lock:
+        with self._connect_lock:
             if self._connected is not None:
                 return self._connected
             import ray
