@@ -31,6 +31,9 @@ DISTRIBUTED = "distributed"  # strategy ddp | pipeline over torch.distributed ra
 BUILT_IN = (LOCAL, LOCAL_KERNEL, DISTRIBUTED, RAY)
 
 
+NOT_INSTALLED = "not installed"  # the status of a built-in target whose extra is missing
+
+
 class UnknownTarget(ValueError):
     def __init__(self, target: str, known: list[str]):
         super().__init__(
@@ -118,7 +121,7 @@ class ExecutorRegistry:
             {"target": DISTRIBUTED, "kind": "distributed",
              "label": "torch.distributed ranks (DDP, 2 local ranks by default)", "status": "online", "gpu": None},
             {"target": RAY, "kind": "ray", "label": _ray_label(),
-             "status": "offline" if ray_missing() else "online", "gpu": None},
+             "status": NOT_INSTALLED if ray_missing() else "online", "gpu": None},
         ]
         if self.nodes is not None:
             for node in self.nodes.store.list_nodes(limit=10_000):
