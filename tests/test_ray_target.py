@@ -174,3 +174,12 @@ def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server,
         epochs = [e["data"]["epoch"] for e in http.get(f"/api/runs/{run_id}/events").json()
                   ["events"] if e["type"] == ev.EPOCH]
         assert epochs == list(range(1, len(epochs) + 1))  # the resumed run went on numbering
+
+
+def test_ddp_on_ray_is_refused_naming_strategy(server, model_id):
+    with server.http() as http:
+        refused = http.post(f"/api/models/{model_id}/train",
+                            json={**TRAIN, "strategy": "ddp", "world_size": 2})
+        assert refused.status_code == 422, refused.text
+        assert any(e.startswith("strategy: strategy 'ddp' is not available on target 'ray'")
+                   for e in refused.json()["errors"]), refused.text
