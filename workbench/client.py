@@ -114,7 +114,7 @@ class Client:
               target: str = "local", strategy: str = "single", world_size: int | None = None,
               cuda_graph: bool = True, offline: bool | None = None) -> dict[str, Any]:
         """Queue a run: ``{"run_id", "model_id", "status": "queued"}``. ``target``: local,
-        local-kernel, distributed or a node id; ``strategy`` ddp / pipeline with
+        local-kernel, distributed, ray or a node id; ``strategy`` ddp / pipeline with
         ``world_size`` ranks trains on torch.distributed. ``dataset``: mnist, fashion-mnist or
         (trained on the local target) any other dataset a run may name, by name or id
         (``GET /api/v1/datasets``)."""

@@ -152,6 +152,17 @@ class Settings(BaseModel):
             "last checkpoint (or from the start) when the next owner starts, unless the run "
             "says otherwise (auto_resume); off: such runs fail 'interrupted'",
     )
+    ray_address: str | None = Field(
+        default=None,
+        doc="WORKBENCH_RAY_ADDRESS: the Ray cluster target 'ray' runs on (e.g. 'ray://head:10001' "
+            "or 'head:6379'; its workers need nn-workbench installed); unset: a private local "
+            "Ray on loopback, started on the first run",
+    )
+    ray_num_cpus: int | None = Field(
+        default=None, ge=1,
+        doc="WORKBENCH_RAY_NUM_CPUS: CPUs of that local Ray, one per concurrent run (default: "
+            "the machine's CPU count)",
+    )
     compute_price_per_hour: float = Field(
         default=0.0, ge=0,
         doc="WORKBENCH_COMPUTE_PRICE_PER_HOUR: USD per compute-hour; a task's cost is its "
@@ -219,6 +230,9 @@ def get_settings() -> Settings:
         values["webhook_timeout_s"] = float(timeout)
     if price := _env("WORKBENCH_COMPUTE_PRICE_PER_HOUR"):
         values["compute_price_per_hour"] = float(price)
+    values["ray_address"] = _env("WORKBENCH_RAY_ADDRESS")
+    if ray_cpus := _env("WORKBENCH_RAY_NUM_CPUS"):
+        values["ray_num_cpus"] = int(ray_cpus)
     if every := _env("WORKBENCH_CHECKPOINT_EVERY"):
         values["checkpoint_every"] = int(every)
     values["auto_resume"] = (_env("WORKBENCH_AUTO_RESUME") or "0").lower() in ("1", "true", "yes")

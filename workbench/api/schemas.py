@@ -77,7 +77,7 @@ class TrainRequest(BaseModel):
     offline: bool | None = Field(default=None, strict=True,
                                  description="true: never download; local data")
     target: str = Field(default="local", min_length=1, max_length=200,
-                        description="where to train: local, local-kernel, distributed or a "
+                        description="where to train: local, local-kernel, distributed, ray or a "
                         "registered node id (GET /api/v1/nodes)")
     strategy: Literal["single", "ddp", "pipeline"] = Field(
         default="single", description="ddp / pipeline: torch.distributed ranks (target "
@@ -122,7 +122,8 @@ class RunPublic(BaseModel):
     param_id: str | None = Field(default=None, description="only once succeeded")
     error: str | None = Field(default=None, description="why a run failed")
     dataset: str
-    target: str = Field(description="where it ran: local, local-kernel, distributed, a node id")
+    target: str = Field(description="where it ran: local, local-kernel, distributed, ray, "
+                        "a node id")
     device: str | None = Field(default=None, description="the device it used (run.started)")
     created_at: str
     started_at: str | None = None

@@ -108,7 +108,7 @@ def add_parsers(sub: Any) -> None:
                        "(exit 1 if they differ)")
     p.add_argument("file", help="a bundle written by `workbench bundle export`")
     p.add_argument("--target", default="local",
-                   help="where to train it: local, local-kernel or a node id")
+                   help="where to train it: local, local-kernel, ray or a node id")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="largest absolute difference per metric that still counts as equal")
     p.add_argument("--timeout", type=float, default=3600.0,

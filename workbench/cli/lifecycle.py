@@ -44,6 +44,6 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("resume", help="resume a paused run from its last checkpoint")
     p.add_argument("run_id", help="the paused run (r_...)")
-    p.add_argument("--target", help="continue on another target: local, local-kernel or a "
+    p.add_argument("--target", help="continue on another target: local, local-kernel, ray or a "
                    "node id (default: where it ran)")
     p.set_defaults(func=cmd_resume)

@@ -48,7 +48,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="use at most this many training samples")
     p.add_argument("--offline", action="store_true", help="never download; use local data")
     p.add_argument("--target", default="local",
-                   help="local | local-kernel | distributed | a registered node id "
+                   help="local | local-kernel | distributed | ray | a registered node id "
                    "(default: %(default)s)")
     p.add_argument("--strategy", default="single", choices=["single", "ddp", "pipeline"],
                    help="ddp / pipeline: train on torch.distributed ranks (default: %(default)s)")

@@ -30,7 +30,7 @@ class RunHandle(Protocol):
 
 @runtime_checkable
 class Executor(Protocol):
-    kind: str  # "local" | "local-kernel" | "node" | "distributed"
+    kind: str  # "local" | "local-kernel" | "node" | "distributed" | "ray"
 
     def submit(self, spec: RunSpec, sink: Sink) -> RunHandle:
         """Start the run; every event (ending with exactly one terminal event:

@@ -1,5 +1,5 @@
 """Choosing an executor by a run's target: ``"local"``, ``"local-kernel"``, ``"distributed"``
-(``strategy: ddp | pipeline`` specs) or a node id.
+(``strategy: ddp | pipeline`` specs), ``"ray"`` (a Ray cluster; the ``ray`` extra) or a node id.
 
     targets = ExecutorRegistry(nodes=NodeRegistry(store))
     targets.get("local-kernel").submit(spec, sink)
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .base import Executor
+from .ray_executor import RAY, ray_missing  # Ray tasks: pip install "nn-workbench[ray]"
 
 if TYPE_CHECKING:
     from ..nodes import NodeRegistry
@@ -27,13 +28,17 @@ if TYPE_CHECKING:
 LOCAL = "local"
 LOCAL_KERNEL = "local-kernel"
 DISTRIBUTED = "distributed"  # strategy ddp | pipeline over torch.distributed ranks
+BUILT_IN = (LOCAL, LOCAL_KERNEL, DISTRIBUTED, RAY)
+
+
+NOT_INSTALLED = "not installed"  # the status of a built-in target whose extra is missing
 
 
 class UnknownTarget(ValueError):
     def __init__(self, target: str, known: list[str]):
         super().__init__(
-            f"target: unknown target {target!r}; use {LOCAL!r}, {LOCAL_KERNEL!r} or a registered "
-            f"node id (known: {', '.join(known) or 'none'})"
+            f"target: unknown target {target!r}; use {LOCAL!r}, {LOCAL_KERNEL!r}, "
+            f"{DISTRIBUTED!r}, {RAY!r} or a registered node id (known: {', '.join(known) or 'none'})"
         )
         self.target = target
 
@@ -56,13 +61,21 @@ def _distributed() -> Executor:
     return DistributedExecutor()
 
 
+def _ray() -> Executor:
+    from .ray_executor import RayExecutor
+
+    if missing := ray_missing():
+        raise RuntimeError(missing)
+    return RayExecutor()
+
+
 class ExecutorRegistry:
     """target -> executor. Thread-safe."""
 
     def __init__(self, *, nodes: NodeRegistry | None = None):
         self.nodes = nodes
         self._factories: dict[str, Callable[[], Executor]] = {
-            LOCAL: _local, LOCAL_KERNEL: _local_kernel, DISTRIBUTED: _distributed,
+            LOCAL: _local, LOCAL_KERNEL: _local_kernel, DISTRIBUTED: _distributed, RAY: _ray,
         }
         self._built: dict[str, Executor] = {}
         self._lock = threading.Lock()
@@ -107,6 +120,8 @@ class ExecutorRegistry:
              "label": "this machine (Jupyter kernel)", "status": "online", "gpu": None},
             {"target": DISTRIBUTED, "kind": "distributed",
              "label": "torch.distributed ranks (DDP, 2 local ranks by default)", "status": "online", "gpu": None},
+            {"target": RAY, "kind": "ray", "label": _ray_label(),
+             "status": NOT_INSTALLED if ray_missing() else "online", "gpu": None},
         ]
         if self.nodes is not None:
             for node in self.nodes.store.list_nodes(limit=10_000):
@@ -127,6 +142,15 @@ class ExecutorRegistry:
             executor.close()
         if self.nodes is not None:
             self.nodes.close()
+
+
+def _ray_label() -> str:
+    from ..config import get_settings
+
+    if ray_missing():
+        return "Ray (not installed: pip install \"nn-workbench[ray]\")"
+    address = get_settings().ray_address
+    return f"Ray cluster at {address}" if address else "Ray (a local Ray on this machine)"
 
 
 # One registry per service, without adding state to the service object itself.
@@ -153,6 +177,7 @@ def install(
 
     service.register_executor(LOCAL_KERNEL, _LazyExecutor(registry, LOCAL_KERNEL))
     service.register_executor(DISTRIBUTED, _LazyExecutor(registry, DISTRIBUTED))
+    service.register_executor(RAY, _LazyExecutor(registry, RAY))  # without Ray: a clear 422
     for node in nodes.store.list_nodes(limit=10_000):
         service.register_executor(node.node_id, _LazyExecutor(registry, node.node_id))
 
@@ -179,7 +204,7 @@ class _LazyExecutor:
     def __init__(self, registry: ExecutorRegistry, target: str):
         self._registry = registry
         self.target = target
-        self.kind = "node" if target not in (LOCAL, LOCAL_KERNEL, DISTRIBUTED) else target
+        self.kind = target if target in BUILT_IN else "node"
 
     def submit(self, spec, sink):  # type: ignore[no-untyped-def]
         return self._registry.get(self.target).submit(spec, sink)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ..outbound import OutboundRefused, check_host
 from .distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
+from .ray_executor import RAY, ray_missing
 from .registry import LOCAL
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def choose(target: str | None, *, strategy: str = "single",
     """The target and RunSpec overrides of a run asked to train with ``strategy``."""
     if strategy not in STRATEGIES:
         raise TargetError("strategy", f"must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    check_available(target)
     if strategy == "single" and target == DISTRIBUTED:
         strategy = "ddp"  # the target named alone: DDP over local ranks
     if strategy == "single":
@@ -46,6 +48,10 @@ def choose(target: str | None, *, strategy: str = "single",
             raise TargetError("world_size", "more than one rank needs strategy 'ddp' or "
                               "'pipeline'")
         return target or LOCAL, {}
+    if target == RAY:
+        raise TargetError("strategy", f"strategy {strategy!r} is not available on target "
+                          f"{RAY!r} yet (Ray runs single-process runs and sweep trials); use "
+                          f"target {DISTRIBUTED!r}")
     if target not in (None, LOCAL, DISTRIBUTED):
         raise TargetError("target", f"strategy {strategy!r} runs on the {DISTRIBUTED!r} target "
                           f"(local rank processes), not on {target!r}; use global_node_urls "
@@ -53,6 +59,13 @@ def choose(target: str | None, *, strategy: str = "single",
     size = DEFAULT_WORLD_SIZE if world_size is None else world_size
     check_local_world_size(size)
     return DISTRIBUTED, {"strategy": strategy, "world_size": size}
+
+
+def check_available(target: str | None) -> None:
+    """A built-in target whose optional dependency is missing (``ray``) fails now, saying what
+    to install, instead of storing a run that could only fail."""
+    if target == RAY and (missing := ray_missing()):
+        raise TargetError("target", missing)
 
 
 def check_local_world_size(size: int) -> None:

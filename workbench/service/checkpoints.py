@@ -72,6 +72,9 @@ def resume(wb: Workbench, run_id: str, *, target: str | None = None) -> RunRecor
     target = target or run.target
     if wb._executor(target) is None:
         raise ValueError(f"target: unknown target {target!r}; known: {', '.join(wb.targets)}")
+    from ..executors.targets import check_available
+
+    check_available(target)  # TargetError (a ValueError) naming what to install
     options: dict[str, Any] = {}
     for event in wb.store.list_events(run_id):
         if event["type"] == "run.queued":

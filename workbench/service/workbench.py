@@ -327,8 +327,12 @@ class Workbench:
     @staticmethod
     def _check_placement(target: str, overrides: dict[str, Any]) -> None:
         from ..executors.distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
-        from ..executors.targets import TargetError, check_local_world_size
+        from ..executors.targets import TargetError, check_available, check_local_world_size
 
+        try:
+            check_available(target)
+        except TargetError as exc:
+            raise SubmitError(exc.field, exc.message) from None
         if target != DISTRIBUTED or overrides.get("workers"):
             return  # workbench workers are machines of their own: one rank each
         size = overrides.get("world_size") or 1

@@ -75,7 +75,7 @@ def import_bundle(body: BodyDep, service: ServiceDep) -> Response:
 def rerun_bundle(
     body: BodyDep, service: ServiceDep, key: TrainKey,
     target: Annotated[str, Query(min_length=1, max_length=200,
-                                 description="where to train it: local, local-kernel, a node")]
+                                 description="where to train it: local, local-kernel, ray, a node")]
     = "local",
 ) -> Response:
     """Train a bundle's run again as it was asked for (same architecture, hyperparameters and

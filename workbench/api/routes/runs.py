@@ -65,7 +65,7 @@ class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str | None = Field(default=None, min_length=1, max_length=200,
-                               description="where to continue: local, local-kernel or a "
+                               description="where to continue: local, local-kernel, ray or a "
                                "registered node id (default: where it ran)")
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from ... import __version__
 from ... import events as ev
-from ...executors.registry import install
+from ...executors.registry import NOT_INSTALLED, install
 from ...store.usage import metric_points, run_counts, run_owners, usage_by_key
 from ..deps import ServiceDep
 from .conventions import API_VERSION, READ_ERRORS, ok
@@ -48,8 +48,9 @@ def _summary(values: list[float | None]) -> dict[str, Any]:
 
 def _availability(service: Any) -> float:
     """``network_uptime``: the share (percent) of compute targets that can take a run now --
-    this machine's targets always, a node while it is online or busy."""
-    providers = install(service).describe()
+    this machine's targets always (but one whose optional extra is not installed), a node
+    while it is online or busy."""
+    providers = [p for p in install(service).describe() if p["status"] != NOT_INSTALLED]
     up = [p for p in providers if p["status"] in ("online", "busy")]
     return round(100.0 * len(up) / len(providers), 1) if providers else 0.0
 

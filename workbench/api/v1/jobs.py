@@ -94,7 +94,8 @@ class JobSubmit(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     name: str | None = Field(default=None, max_length=200)
     target: str | None = Field(default=None, min_length=1, max_length=200,
-                               description="local (default), local-kernel, distributed or a node "
+                               description="local (default), local-kernel, distributed, ray or a "
+                               "node "
                                "id; not together with global_node_urls")
     strategy: Literal["single", "ddp", "pipeline"] = Field(
         default="single", description="ddp / pipeline: torch.distributed ranks")

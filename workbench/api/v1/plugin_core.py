@@ -66,7 +66,7 @@ def list_jobs(
     status: Annotated[str | None, Query(max_length=200, description=", ".join(JOB_STATUSES))
                       ] = None,
     provider: Annotated[str | None, Query(max_length=200, description="where it ran: local, "
-                                          "local-kernel, distributed or a node id")] = None,
+                                          "local-kernel, distributed, ray or a node id")] = None,
     model: Annotated[str | None, Query(max_length=200, description="model id")] = None,
 ) -> Response:
     """Jobs, newest first by default (``data`` is the page, ``meta.pagination`` the paging)."""

@@ -1,0 +1,185 @@
+"""Target ``ray`` (the ``ray`` extra) against a real ``workbench serve`` connected to a local Ray
+cluster this module starts (2 CPUs, loopback, its own temp dir): a run trained as a Ray task
+ends with exactly the per-epoch metrics of the same seeded run trained here, its events stored
+by the owner; a sweep started with ``workbench sweep`` runs every trial as a run on ``ray``; a
+Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled. Skipped when Ray is not installed (the error a server
+without Ray gives is tested in ``test_ray_missing.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tests.utils.factories import mlp, quick_hyperparams  # noqa: E402
+from tests.utils.v1 import wait_run  # noqa: E402
+from workbench import events as ev  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)  # a Ray cluster, a server and its tasks on 2 loaded cores
+
+HP = quick_hyperparams(epochs=2, batch_size=32)
+TRAIN = {"limit": 400, "device": "cpu", "target": "ray"}
+LEARNING = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+            "test_accuracy")
+SWEEP = {
+    "name": "onray", "target": "ray", "space": {"lr": {"low": 1e-4, "high": 0.1, "log": True}},
+    "layer_sizes": [784, 16, 10],
+    "hyperparams": {"epochs": 1, "batch_size": 64, "optimizer": {"type": "adam"},
+                    "train_split": 0.75, "seed": 0},
+    "limit": 300, "budget": {"trials": 3}, "parallelism": 2,
+    "sampler": {"type": "random", "seed": 0}, "pruner": {"type": "none"},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """A local Ray head on loopback; its address is what WORKBENCH_RAY_ADDRESS names."""
+    # Short: Ray's unix socket paths live under it (at most 107 characters).
+    temp = tempfile.mkdtemp(prefix="wbray-", dir="/tmp")
+    try:
+        for attempt in (1, 2, 3):
+            try:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                         _temp_dir=temp, _node_ip_address="127.0.0.1",
+                         object_store_memory=100 * 1024 * 1024)
+                break
+            except Exception:  # the raylet may miss Ray's fixed 30 s start window when loaded
+                ray.shutdown()
+                if attempt == 3:
+                    raise
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(cluster, tmp_path_factory):
+    from tests.utils.server import start_server
+
+    srv = start_server(tmp_path_factory.mktemp("ray-home"), workers=2, timeout=300,
+                       extra_env={"WORKBENCH_RAY_ADDRESS": cluster})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def model_id(server):
+    with server.http() as http:
+        return http.post("/api/models", json={"architecture": mlp(16),
+                                              "hyperparams": HP}).json()["model_id"]
+
+
+def history(http, run_id: str) -> list[tuple]:
+    names = ", ".join(f"'{n}'" for n in LEARNING)
+    body = {"query": f"SELECT epoch, name, value FROM metrics WHERE run_id = '{run_id}' "
+                     f"AND name IN ({names}) ORDER BY epoch, name", "limit": 1000}
+    response = http.post("/api/v1/sql", json=body)
+    assert response.status_code == 200, response.text
+    return [tuple(row) for row in response.json()["data"]["rows"]]
+
+
+def trained_here() -> list[tuple]:
+    """The same seeded run trained in this process, with the threads a training process uses."""
+    import torch
+
+    from workbench.train.job import execute, set_training_threads
+
+    events: list = []
+    threads = torch.get_num_threads()
+    set_training_threads()
+    try:
+        execute({"run_id": "r_here", "architecture": mlp(16), "hyperparams": HP,
+                 "device": "cpu", "limit": TRAIN["limit"], "offline": True}, sink=events.append)
+    finally:
+        torch.set_num_threads(threads)
+    return sorted((e["data"]["epoch"], name, e["data"][name]) for e in events
+                  if e["type"] in (ev.EPOCH, ev.EVALUATION)
+                  for name in LEARNING if name in e["data"])
+
+
+def test_a_run_on_ray_equals_the_same_run_trained_locally(server, model_id):
+    with server.http() as http:
+        queued = http.post(f"/api/models/{model_id}/train", json=TRAIN)
+        assert queued.status_code == 202, queued.text
+        run = wait_run(http, queued.json()["run_id"], timeout=300)
+        assert run["state"] == "succeeded", (run, server.log()[-3000:])
+        assert run["target"] == "ray"
+        events = http.get(f"/api/runs/{run['run_id']}/events").json()["events"]
+        types = [e["type"] for e in events]
+        assert types.count(ev.EPOCH) == HP["epochs"] and types.count(ev.RUN_COMPLETED) == 1
+        assert history(http, run["run_id"]) == trained_here()
+        providers = http.get("/api/v1/providers").json()["data"]
+        assert {"id": "ray", "kind": "ray", "status": "online"}.items() <= \
+            next(p for p in providers if p["id"] == "ray").items()
+
+
+def test_a_sweep_runs_its_trials_on_ray(server, tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(SWEEP))
+    env = {**os.environ, "WORKBENCH_SERVER_URL": server.url, "WORKBENCH_TOKEN": server.token}
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "sweep", str(path), "--json"],
+                         env=env, capture_output=True, text=True, timeout=500)
+    assert out.returncode == 0, out.stderr + out.stdout + server.log()[-3000:]
+    sweep = json.loads(out.stdout)
+    assert sweep["state"] == "completed" and sweep["error"] is None, sweep
+    assert sweep["counts"]["complete"] == 3, sweep
+    with server.http() as http:
+        for trial in sweep["trials"]:
+            run = http.get(f"/api/runs/{trial['run_id']}").json()
+            assert run["target"] == "ray" and run["state"] == "succeeded", run
+            assert run["metrics"]["val_accuracy"] == trial["value"]
+
+
+def wait_until(http, run_id: str, condition, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = http.get(f"/api/runs/{run_id}").json()
+        if condition(run):
+            return run
+        assert time.monotonic() < deadline and run["state"] in ("queued", "running"), run
+        time.sleep(0.1)
+
+
+def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server, model_id):
+    with server.http() as http:
+        queued = http.post(f"/api/models/{model_id}/train",
+                           json={**TRAIN, "limit": 2000, "hyperparams": {"epochs": 40}})
+        assert queued.status_code == 202, queued.text
+        run_id = queued.json()["run_id"]
+        wait_until(http, run_id, lambda r: r["epoch"] >= 1)
+        assert http.post(f"/api/runs/{run_id}/pause").status_code == 202
+        paused = wait_until(http, run_id, lambda r: r["state"] == "paused")
+        at = paused["epoch"]
+        assert 1 <= at < 40, paused
+        events = http.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert [e["data"]["epoch"] for e in events if e["type"] == ev.CHECKPOINT] == [at]
+
+        resumed = http.post(f"/api/runs/{run_id}/resume", json={"target": "ray"})
+        assert resumed.status_code == 202, resumed.text
+        wait_until(http, run_id, lambda r: r["state"] == "running" and r["epoch"] > at)
+        assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        run = wait_run(http, run_id, timeout=120)
+        assert run["state"] == "cancelled" and at < run["epoch"] < 40, run
+        types = [e["type"] for e in http.get(f"/api/runs/{run_id}/events").json()["events"]]
+        assert types.count(ev.RUN_CANCELLED) == 1 and ev.RUN_COMPLETED not in types
+        epochs = [e["data"]["epoch"] for e in http.get(f"/api/runs/{run_id}/events").json()
+                  ["events"] if e["type"] == ev.EPOCH]
+        assert epochs == list(range(1, len(epochs) + 1))  # the resumed run went on numbering
+
+
+def test_ddp_on_ray_is_refused_naming_strategy(server, model_id):
+    with server.http() as http:
+        refused = http.post(f"/api/models/{model_id}/train",
+                            json={**TRAIN, "strategy": "ddp", "world_size": 2})
+        assert refused.status_code == 422, refused.text
+        assert any(e.startswith("strategy: strategy 'ddp' is not available on target 'ray'")
+                   for e in refused.json()["errors"]), refused.text

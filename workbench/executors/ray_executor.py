@@ -1,0 +1,282 @@
+"""The Ray executor (target ``"ray"``, ``pip install "nn-workbench[ray]"``): each run trains as
+one Ray task on a Ray cluster -- the one at ``WORKBENCH_RAY_ADDRESS``, or a private local Ray
+this process starts (``WORKBENCH_RAY_NUM_CPUS``, default the CPU count) when none is set.
+
+    RayExecutor().submit(spec, sink)   # the task runs workbench.train.job.execute
+
+Events travel through one relay actor per executor: the task pushes its events in small
+batches and gets back what the owner asked (cancel, pause); a thread of the owner drains the
+relay and calls the sink, so the owner stays the one writer of the store. ``cancel`` asks the
+task to stop at its next step (``run.cancelled``, like every other target); a task that does
+not stop within ``CANCEL_GRACE_S`` (still waiting for a CPU, or stuck) is ``ray.cancel``-ed.
+The cluster's workers need nn-workbench installed (a local Ray uses this Python).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections import defaultdict
+from typing import Any
+
+from .. import events as ev
+from ..train.job import RunSpec
+
+log = logging.getLogger(__name__)
+
+RAY = "ray"
+INSTALL_HINT = 'ray needs `pip install "nn-workbench[ray]"` (the Ray extra is not installed)'
+POLL_S = 0.25  # how often the owner drains the relay, and the task pushes its events
+CANCEL_GRACE_S = 20.0  # a cancelled task that has not ended by then is ray.cancel-ed
+
+
+def ray_missing() -> str | None:
+    """Why target ``ray`` cannot run here (None when Ray is importable)."""
+    return None if importlib.util.find_spec("ray") is not None else INSTALL_HINT
+
+
+class _Relay:
+    """The Ray actor between tasks and their owner: events up, requests (cancel, pause) down."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._asks: dict[str, set[str]] = defaultdict(set)
+
+    def push(self, run_id: str, events: list[dict[str, Any]]) -> list[str]:
+        self._events[run_id].extend(events)
+        return sorted(self._asks.get(run_id, ()))
+
+    def take(self, run_id: str) -> list[dict[str, Any]]:
+        return self._events.pop(run_id, [])
+
+    def ask(self, run_id: str, what: str) -> None:
+        self._asks[run_id].add(what)
+
+    def forget(self, run_id: str) -> None:
+        self._events.pop(run_id, None)
+        self._asks.pop(run_id, None)
+
+
+def _train_task(spec: dict[str, Any], relay: Any) -> None:
+    """The Ray task: train ``spec`` here, pushing events to ``relay`` every ``POLL_S``."""
+    import ray
+
+    from ..train.job import execute, set_training_threads
+    from .worker import _nan_safe
+
+    run_id = spec["run_id"]
+    stop, pause, done = threading.Event(), threading.Event(), threading.Event()
+    lock = threading.Lock()
+    buffer: list[dict[str, Any]] = []
+
+    def sink(event: dict[str, Any]) -> None:
+        with lock:
+            buffer.append(event)
+
+    def flush() -> None:
+        with lock:
+            batch = buffer[:]
+            buffer.clear()
+        asks = ray.get(relay.push.remote(run_id, batch))
+        if "cancel" in asks:
+            stop.set()
+        if "pause" in asks:
+            pause.set()
+
+    def pump() -> None:
+        while not done.wait(POLL_S):
+            flush()
+
+    flush()  # a cancel asked while the task waited for a CPU stops it at its first step
+    pumper = threading.Thread(target=pump, name=f"ray-events-{run_id}", daemon=True)
+    pumper.start()
+    set_training_threads()  # the local worker's thread policy: equal results on equal CPUs
+    try:
+        execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set, should_pause=pause.is_set)
+    except Exception:  # already reported as a run.failed event by execute/train
+        pass
+    finally:
+        done.set()
+        pumper.join()
+        flush()  # every event is in the relay before the task's result is
+
+
+class RayRunHandle:
+    """One run as a Ray task, and the owner thread that relays its events to the sink."""
+
+    def __init__(self, spec: RunSpec, sink: ev.Sink, executor: RayExecutor):
+        self.run_id = spec.run_id
+        self._sink = sink
+        self._executor = executor
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._terminal = False
+        self._epoch = 0
+        self._ref: Any = None
+        self._relay: Any = None
+        self._asked: set[str] = set()  # cancel / pause, replayed once the relay exists
+        self._thread = threading.Thread(target=self._run, args=(spec,), daemon=True,
+                                        name=f"ray-{self.run_id}")
+        self._thread.start()
+
+    def _deliver(self, event: ev.Event) -> None:
+        with self._lock:
+            if self._terminal:
+                return  # nothing may follow a terminal event
+            self._terminal = event.get("type") in ev.ENDS_EXECUTION
+        if event.get("type") == ev.EPOCH:
+            self._epoch = int(event.get("data", {}).get("epoch") or self._epoch)
+        try:
+            self._sink(event)
+        except Exception:  # a failing sink must not stop the relay
+            log.exception("sink failed on %s event of %s", event.get("type"), self.run_id)
+
+    def _run(self, spec: RunSpec) -> None:
+        error = "the Ray task ended without a result"
+        try:
+            ray, relay, train = self._executor.connect()
+            with self._lock:
+                self._relay = relay
+                asked = sorted(self._asked)
+            for what in asked:  # asked while Ray was starting: the task sees it at once
+                relay.ask.remote(self.run_id, what)
+            if self._cancel.is_set():
+                return
+            options: dict[str, Any] = {"num_cpus": 1}
+            if spec.device.startswith("cuda"):
+                if not ray.cluster_resources().get("GPU"):  # the task would wait forever
+                    raise RuntimeError(f"device {spec.device!r}: the Ray cluster has no GPU; "
+                                       "use 'auto' or 'cpu'")
+                options["num_gpus"] = 1
+                spec = spec.model_copy(update={"device": "cuda"})  # Ray's GPU is cuda:0 there
+            with self._lock:
+                self._ref = train.options(**options).remote(
+                    spec.model_dump(mode="json"), self._relay)
+            while True:
+                ready, _ = ray.wait([self._ref], timeout=POLL_S)
+                for event in ray.get(self._relay.take.remote(self.run_id)):
+                    self._deliver(event)
+                if ready:
+                    break
+            for event in ray.get(self._relay.take.remote(self.run_id)):
+                self._deliver(event)
+            ray.get(self._ref)
+        except Exception as exc:
+            error = f"on Ray: {type(exc).__name__}: {exc}"
+        finally:
+            if not self._terminal:
+                if self._cancel.is_set():
+                    self._deliver(ev.make_event(ev.RUN_CANCELLED, self.run_id, epoch=self._epoch))
+                else:
+                    self._deliver(ev.make_event(ev.RUN_FAILED, self.run_id, error=error[:2000]))
+            if self._relay is not None:
+                self._relay.forget.remote(self.run_id)
+            self._done.set()
+
+    # -- RunHandle ---------------------------------------------------------------------------
+    def _ask(self, what: str) -> None:
+        with self._lock:
+            self._asked.add(what)
+            relay = self._relay
+        if relay is not None:
+            relay.ask.remote(self.run_id, what)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._ask("cancel")
+        timer = threading.Timer(CANCEL_GRACE_S, self.kill)
+        timer.daemon = True
+        timer.start()
+
+    def pause(self) -> None:
+        """Checkpoint at the end of the current epoch and end with ``run.paused``."""
+        self._ask("pause")
+
+    def kill(self) -> None:
+        """``ray.cancel(force=True)``: the task's worker process is killed."""
+        with self._lock:
+            ref = self._ref
+        if ref is not None and not self.done:
+            import ray
+
+            try:
+                ray.cancel(ref, force=True)
+            except Exception as exc:  # already finished, or Ray is gone
+                log.debug("ray.cancel of %s: %s", self.run_id, exc)
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+class RayExecutor:
+    """Runs each spec as a Ray task; connects to (or starts) Ray on its first run."""
+
+    kind = RAY
+
+    def __init__(self, *, address: str | None = None, num_cpus: int | None = None):
+        from ..config import get_settings
+
+        settings = get_settings()
+        self.address = address or settings.ray_address
+        self.num_cpus = num_cpus or settings.ray_num_cpus
+        self._offline = settings.offline
+        self._handles: dict[str, RayRunHandle] = {}
+        self._lock = threading.Lock()
+        # Its own lock: starting Ray takes seconds, and submit (called under the service's
+        # queue lock) must never wait for that.
+        self._connect_lock = threading.Lock()
+        self._connected: tuple[Any, Any, Any] | None = None
+        self._started_ray = False  # this executor called ray.init: close() leaves Ray
+
+    def connect(self) -> tuple[Any, Any, Any]:
+        """``(ray, relay actor, remote train function)``, connecting to Ray on first use."""
+        with self._connect_lock:
+            if self._connected is not None:
+                return self._connected
+            import ray
+
+            if not ray.is_initialized():
+                if self.address:
+                    ray.init(address=self.address, include_dashboard=False,
+                             log_to_driver=False, namespace="nn-workbench")
+                else:  # a private local Ray on loopback only
+                    ray.init(num_cpus=self.num_cpus, include_dashboard=False,
+                             log_to_driver=False, namespace="nn-workbench",
+                             _node_ip_address="127.0.0.1")
+                self._started_ray = True
+            relay = ray.remote(num_cpus=0)(_Relay).remote()
+            train = ray.remote(max_retries=0)(_train_task)
+            self._connected = (ray, relay, train)
+            return self._connected
+
+    def submit(self, spec: RunSpec, sink: ev.Sink) -> RayRunHandle:
+        spec = RunSpec.model_validate(spec)
+        if spec.offline is None:  # the cluster's workers follow this owner's offline mode
+            spec = spec.model_copy(update={"offline": self._offline})
+        handle = RayRunHandle(spec, sink, self)
+        with self._lock:
+            self._handles = {k: h for k, h in self._handles.items() if not h.done}
+            self._handles[handle.run_id] = handle
+        return handle
+
+    def close(self, timeout: float = 15.0) -> None:
+        """Cancel every live run, kill what has not stopped by ``timeout``, leave Ray."""
+        with self._lock:
+            live = [h for h in self._handles.values() if not h.done]
+        for handle in live:
+            handle.cancel()
+        for handle in live:
+            if not handle.join(timeout / max(1, len(live))):
+                handle.kill()
+                handle.join(5)
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
