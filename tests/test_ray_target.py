@@ -2,8 +2,9 @@
 cluster this module starts (2 CPUs, loopback, its own temp dir): a run trained as a Ray task
 ends with exactly the per-epoch metrics of the same seeded run trained here, its events stored
 by the owner; a sweep started with ``workbench sweep`` runs every trial as a run on ``ray``; a
-Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled. Skipped when Ray is not installed (the error a server
-without Ray gives is tested in ``test_ray_missing.py``)."""
+Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled. Skipped when
+Ray is not installed (the error a server without Ray gives is tested in ``test_ray_missing.py``),
+or, saying why, when this machine cannot start a local Ray in three tries."""
 
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ def cluster() -> str:
                          _temp_dir=temp, _node_ip_address="127.0.0.1",
                          object_store_memory=100 * 1024 * 1024)
                 break
-            except Exception:  # the raylet may miss Ray's fixed 30 s start window when loaded
+            except Exception as exc:  # the raylet may miss Ray's fixed 30 s start window
                 ray.shutdown()
-                if attempt == 3:
-                    raise
+                if attempt == 3:  # the machine, not the target: say so, do not fail the suite
+                    pytest.skip(f"a local Ray did not start on this machine in 3 tries: {exc}")
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
