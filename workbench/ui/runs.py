@@ -23,7 +23,7 @@ from .compare import CompareView
 from .state import AppState
 from .theme import escape_markdown, html
 
-MAX_RUNS = 2000  # the table pages in the browser; this bounds what one refresh reads
+MAX_RUNS = 500  # the table pages in the browser; this bounds what one refresh reads
 DEFAULT_SQL = (
     "SELECT name, count(*) AS points, round(max(value), 4) AS max_value\n"
     "FROM metrics GROUP BY name ORDER BY name"
