@@ -25,9 +25,8 @@ import textwrap
 import time
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.utils: the browser's launch
+
 BASELINE_APP = textwrap.dedent("""
     import sys, uvicorn, panel as pn
     from fastapi import FastAPI
@@ -90,13 +89,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
+    from tests.utils.browser import chromium
 
     results: dict[str, list[tuple[float, float]]] = {"workbench": [], "baseline": []}
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+    with tempfile.TemporaryDirectory() as tmp, chromium() as browser:
         baseline_script = Path(tmp) / "baseline_app.py"
         baseline_script.write_text(BASELINE_APP)
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         for i in range(args.repeats):
             for case in results:
                 port = free_port()
@@ -108,7 +106,6 @@ def main() -> None:
                     if case == "workbench" else [sys.executable, str(baseline_script), str(port)]
                 )
                 results[case].append(measure(browser, command, port, env))
-        browser.close()
     base_cold = statistics.median(c for c, _ in results["baseline"])
     base_warm = statistics.median(w for _, w in results["baseline"])
     for case, runs in results.items():

@@ -125,18 +125,14 @@ def main() -> None:
 
 
 def in_browser(home: Path, pages: int = 3) -> None:
-    from playwright.sync_api import sync_playwright
-
+    from tests.utils.browser import chromium
     from tests.utils.server import start_server
 
     server = start_server(home, timeout=600)  # a loaded machine opens 10 M points slowly
     samples: list[float] = []
     baseline: list[float] = []  # the same page's first render (the Build tab): the machine's pace
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run"])
+        with chromium() as browser:
             for _ in range(pages):
                 page = browser.new_page(viewport={"width": 1440, "height": 1000})
                 t0 = time.perf_counter()
@@ -149,7 +145,6 @@ def in_browser(home: Path, pages: int = 3) -> None:
                 page.locator(".runs-table .tabulator-row").first.wait_for(timeout=120_000)
                 samples.append((time.perf_counter() - t0) * 1000)
                 page.close()
-            browser.close()
     finally:
         server.stop()
     ms, first_render = statistics.median(samples), statistics.median(baseline)

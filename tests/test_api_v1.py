@@ -12,6 +12,7 @@ import duckdb
 import httpx
 import pytest
 
+from tests.utils.browser import chromium, needs_chromium, watch
 from tests.utils.v1 import submit_job, wait_job
 
 
@@ -273,25 +274,22 @@ def test_key_lifecycle_scopes_expiry_revocation_and_rate_limit(server_factory):
         assert not any(key in str(value) for row in rows for value in row)
 
 
+@needs_chromium
 def test_explorer_lists_operations_and_sends_requests_in_chromium(live_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(live_server.url + "/api/explorer")
-            page.wait_for_selector("details", timeout=30_000)
-            assert page.locator("details").count() > 20 and errors == []
-            page.fill("#key", live_server.token)
-            page.dispatch_event("#key", "change")
-            operation = page.locator("details", has_text="/api/v1/tasks/{task_id}").first
-            operation.locator("summary").click()
-            operation.locator("input[name=task_id]").fill("r_missing")
-            operation.locator("button").click()
-            output = operation.locator("pre")
-            sync_api.expect(output).to_contain_text("RESOURCE_NOT_FOUND", timeout=10_000)
-            assert output.text_content().startswith("404")
-        finally:
-            browser.close()
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page()
+        errors = watch(page)
+        page.goto(live_server.url + "/api/explorer")
+        page.wait_for_selector("details", timeout=30_000)
+        assert page.locator("details").count() > 20 and errors == []
+        page.fill("#key", live_server.token)
+        page.dispatch_event("#key", "change")
+        operation = page.locator("details", has_text="/api/v1/tasks/{task_id}").first
+        operation.locator("summary").click()
+        operation.locator("input[name=task_id]").fill("r_missing")
+        operation.locator("button").click()
+        output = operation.locator("pre")
+        expect(output).to_contain_text("RESOURCE_NOT_FOUND", timeout=10_000)
+        assert output.text_content().startswith("404")

@@ -6,18 +6,14 @@ error. Skipped when /usr/bin/chromium is missing."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from tests.test_remote_nodes import start_jupyter
+from tests.utils.browser import chromium, needs_chromium, watch
 from tests.utils.server import start_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
+pytestmark = needs_chromium
 
 # The focused element through the shadow roots Bokeh renders widgets in: its tag, text and
 # accessible label (what a screen reader would announce).
@@ -38,19 +34,14 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def _open(browser, server):
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
-    page.problems = []
-    page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.problems = watch(page)
     page.goto(server.app_url)
     page.get_by_text("predicted epoch time").wait_for(timeout=90_000)
     return context, page

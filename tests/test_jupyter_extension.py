@@ -26,14 +26,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.utils.browser import CHROMIUM, chromium, needs_chromium
 from tests.utils.shots import screenshot_dir
 from workbench.jupyter.proxy import TITLE, setup_workbench
 from workbench.jupyter.server import LocalJupyter, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 # The app imports torch, panel and plotly in a fresh process: its first start is slow.
 APP_TIMEOUT_S = 90
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -200,48 +198,36 @@ def test_attaches_to_a_running_workbench_serve(tmp_path: Path) -> None:
 
 
 def _screenshot(url: str, wait_text: str, path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 800})
-            page.goto(url)
-            page.get_by_text(wait_text).first.wait_for(timeout=30_000)
-            page.screenshot(path=str(path))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(url)
+        page.get_by_text(wait_text).first.wait_for(timeout=30_000)
+        page.screenshot(path=str(path))
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")
+@needs_chromium
 def test_launcher_tile_opens_the_app_in_a_tab(lab: LocalJupyter) -> None:
-    from playwright.sync_api import sync_playwright
-
     # No "fetch Jupyter news?" toast over the screenshots (a user setting, in the lab's temp dir).
     notification = (Path(lab.env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension"
                     / "notification.jupyterlab-settings")
     notification.parent.mkdir(parents=True, exist_ok=True)
     notification.write_text('{"fetchNews": "false"}')
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"{lab.url}lab?token={lab.token}")
-            tile = page.locator(".jp-LauncherCard", has_text=TITLE)
-            tile.wait_for(timeout=60_000)
-            page.screenshot(path=str(screenshot_dir() / "jupyterlab-launcher.png"))
-            tile.click()
-            frame = page.locator("iframe[src*='/workbench/']")
-            frame.wait_for(timeout=30_000)
-            tab = page.get_by_role("tab", name=TITLE)  # a JupyterLab main-area tab
-            assert tab.get_attribute("aria-selected") == "true"
-            # The app itself inside the tab: Bokeh/Panel elements exist only once the document
-            # arrived over Panel's websocket, so this also shows the websocket passes the proxy.
-            app = page.frame_locator("iframe[src*='/workbench/']")
-            app.locator("[class*='bk-']").first.wait_for(timeout=APP_TIMEOUT_S * 1000)
-            page.wait_for_timeout(3000)  # let Panel finish its first render for the picture
-            page.screenshot(path=str(screenshot_dir() / "jupyterlab-app.png"))
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{lab.url}lab?token={lab.token}")
+        tile = page.locator(".jp-LauncherCard", has_text=TITLE)
+        tile.wait_for(timeout=60_000)
+        page.screenshot(path=str(screenshot_dir() / "jupyterlab-launcher.png"))
+        tile.click()
+        frame = page.locator("iframe[src*='/workbench/']")
+        frame.wait_for(timeout=30_000)
+        tab = page.get_by_role("tab", name=TITLE)  # a JupyterLab main-area tab
+        assert tab.get_attribute("aria-selected") == "true"
+        # The app itself inside the tab: Bokeh/Panel elements exist only once the document
+        # arrived over Panel's websocket, so this also shows the websocket passes the proxy.
+        app = page.frame_locator("iframe[src*='/workbench/']")
+        app.locator("[class*='bk-']").first.wait_for(timeout=APP_TIMEOUT_S * 1000)
+        page.wait_for_timeout(3000)  # let Panel finish its first render for the picture
+        page.screenshot(path=str(screenshot_dir() / "jupyterlab-app.png"))
 

@@ -3,18 +3,13 @@ Chromium (playwright) against a real ``workbench serve``. Skipped without /usr/b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from tests.utils.browser import chromium, needs_chromium, watch
 from tests.utils.server import start_server
 from tests.utils.shots import screenshot_dir
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +39,8 @@ def runs(server) -> list[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-def _watch(page) -> list[str]:
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    return problems
 
 
 def _trace_names(page, css: str) -> list[str]:
@@ -65,7 +50,7 @@ def _trace_names(page, css: str) -> list[str]:
 
 def test_compare_selected_runs_in_the_app(server, runs, browser):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    problems = _watch(page)
+    problems = watch(page)
     page.goto(server.app_url)
     page.locator(".bk-tab", has_text="Runs").click()
     table = page.locator(".runs-table")
@@ -114,7 +99,7 @@ def test_report_works_offline_and_exports_svg(server, runs, browser, tmp_path):
     context.route("**/*", lambda route: (fetched.append(route.request.url), route.abort())
                   if not route.request.url.startswith("file:") else route.continue_())
     page = context.new_page()
-    problems = _watch(page)
+    problems = watch(page)
     page.goto(report.as_uri())
     page.locator(".chart .js-plotly-plot").first.wait_for(timeout=30_000)
     assert sorted(_trace_names(page, ".chart")) == ["lr-large", "lr-small"]

@@ -15,20 +15,17 @@ import base64
 import os
 import socket
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.utils.browser import chromium, each_tab, needs_chromium, offline_context, watch
 from tests.utils.server import start_server
 from tests.utils.shots import screenshot_dir
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
 EPOCHS = 4
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -40,24 +37,15 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
 def page(server, browser):
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.problems, page.step = [], "load"
-
-    def problem(text: str) -> None:
-        page.problems.append(f"{page.step}: {text}")
-
-    page.on("console", lambda m: problem(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problem(str(e)))
-    page.on("requestfailed", lambda r: problem(f"request failed: {r.url}"))
+    page.step = "load"
+    page.problems = watch(page, lambda: page.step, failed_requests=True)
     page.goto(server.app_url)  # the login link: cookie, then the clean URL
     page.get_by_text("predicted epoch time").wait_for(timeout=60_000)
     assert page.url.split("?")[0] == server.url + "/" and "token=" not in page.url
@@ -128,6 +116,13 @@ def _trace_len(page, chart: str, trace: str) -> int:
         " return t && t.x ? t.x.length : 0 }", trace)
 
 
+def _button_names(page) -> set[str]:
+    """The accessible names of the page's buttons in Chromium's accessibility tree."""
+    nodes = page.context.new_cdp_session(page).send("Accessibility.getFullAXTree")["nodes"]
+    return {n["name"]["value"] for n in nodes
+            if n.get("role", {}).get("value") == "button" and "name" in n}
+
+
 def test_walkthrough(page, server):
 
     # Build 784-64-10 by clicking.
@@ -142,6 +137,13 @@ def test_walkthrough(page, server):
     assert page.locator(".layer-2-in input").input_value() == "64"
     page.get_by_text("✔ valid").first.wait_for()  # the MLP builder (the first sub-tab)
     page.get_by_text("50,890").wait_for()  # 784*64+64 + 64*10+10 parameters
+    # The row buttons show only ↑ ↓ ✕; what a screen reader announces says what they do: as
+    # playwright finds them, and as Chromium's own accessibility tree names them.
+    names = ("move layer 2 up", "move layer 2 down", "remove layer 2", "move layer 0 up")
+    for name in names:
+        page.get_by_role("button", name=name, exact=True).wait_for()
+    assert page.get_by_role("button", name="move layer 2 down", exact=True).is_disabled()
+    assert set(names) <= _button_names(page)
 
     # A wrong edit shows the spec's message on the offending layer; fixing it clears it.
     _set_number(page, ".layer-2-in", 32)
@@ -218,50 +220,22 @@ def test_walkthrough(page, server):
     assert page.problems == []
 
 
-# What shows that a tab's views were built and their browser libraries loaded.
-TAB_CONTENT = {"Train": ".launch-run button", "Runs": ".runs-table .tabulator-header",
-               "Playground": "canvas.digit-canvas",
-               "Devices": ".chart-device-tflops .js-plotly-plot"}
-
-
-def _offline_context(browser, width: int = 1440):
-    """A new browser session in which every request to a host other than 127.0.0.1 is aborted
-    (and recorded in ``context.external``), as on a machine without internet."""
-    context = browser.new_context(viewport={"width": width, "height": 900})
-    context.external = []
-
-    def route(r) -> None:
-        if urlsplit(r.request.url).hostname == "127.0.0.1":
-            r.continue_()
-        else:
-            context.external.append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
-    return context
-
-
 def test_three_sessions_offline(server, browser):
     """Every tab of the app shows its content in three browser sessions in a row (1024, 1440
     and 1920 px wide, no sideways scrolling), with every
     non-loopback request blocked: nothing is fetched from a CDN, no console error (the second
     session's Runs tab used to wait forever for a Tabulator stylesheet from cdn.holoviz.org)."""
     for session, width in enumerate((1024, 1440, 1920)):
-        context = _offline_context(browser, width)
+        context = offline_context(browser, width)
         try:
             page = context.new_page()
-            problems: list[str] = []
-            page.on("console", lambda m, p=problems: p.append(m.text) if m.type == "error"
-                    else None)
-            page.on("pageerror", lambda e, p=problems: p.append(str(e)))
+            problems = watch(page)
             page.goto(server.app_url)
             page.get_by_text("predicted epoch time").wait_for(timeout=60_000)
             if width < 1920:
                 page.screenshot(path=str(screenshot_dir() / f"tab-{width}-build.png"),
                                 full_page=True)
-            for tab, css in TAB_CONTENT.items():
-                page.locator(".bk-tab", has_text=tab).click()
-                page.locator(css).first.wait_for(timeout=60_000)
+            for tab in each_tab(page):
                 page.wait_for_timeout(300)  # let the tab's layout settle
                 scroll = page.evaluate("document.documentElement.scrollWidth")
                 assert scroll <= width, f"{tab} scrolls sideways at {width} px: {scroll}"

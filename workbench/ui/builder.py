@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..model import layer_costs
 from ..spec import ACTIVATIONS, Architecture, Layer, error_messages, validate_architecture
 from .state import SAMPLE_SOURCES, AppState
-from .theme import CSS, escape_html, escape_markdown, html
+from .theme import CSS, escape_html, escape_markdown, glyph_button, html
 
 LAYER_CHOICES = ("linear", *ACTIVATIONS)
 PRESETS: dict[str, list[int]] = {
@@ -135,12 +135,12 @@ class LayerRow(Viewer):
                                  stylesheets=[ROW_CSS])
         self.error = html("", visible=False, margin=(0, 8, 4, 36),
                                   stylesheets=[ROW_CSS], css_classes=[f"layer-{index}-error"])
-        self.up = pn.widgets.Button(label="↑", width=34, margin=(2, 1), disabled=index == 0,
-                                    css_classes=[f"layer-{index}-up"])
-        self.down = pn.widgets.Button(label="↓", width=34, margin=(2, 1),
-                                      css_classes=[f"layer-{index}-down"])
-        self.remove = pn.widgets.Button(label="✕", width=34, margin=(2, 1), color="light",
-                                        css_classes=[f"layer-{index}-remove"])
+        self.up = glyph_button("↑", f"move layer {index} up", width=34, margin=(2, 1),
+                               disabled=index == 0, css_classes=[f"layer-{index}-up"])
+        self.down = glyph_button("↓", f"move layer {index} down", width=34, margin=(2, 1),
+                                 css_classes=[f"layer-{index}-down"])
+        self.remove = glyph_button("✕", f"remove layer {index}", width=34, margin=(2, 1),
+                                   color="light", css_classes=[f"layer-{index}-remove"])
         self.up.on_click(lambda _: builder.move_layer(self.index, -1))
         self.down.on_click(lambda _: builder.move_layer(self.index, +1))
         self.remove.on_click(lambda _: builder.remove_layer(self.index))

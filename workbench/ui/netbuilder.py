@@ -26,7 +26,7 @@ from ..netspec import LAYER_FIELDS, NET_LAYER_TYPES, NetLayer, NetSpec, infer_la
 from ..spec import error_messages
 from .builder import split_layer_errors
 from .state import AppState
-from .theme import CSS, escape_html, escape_markdown, html
+from .theme import CSS, escape_html, escape_markdown, glyph_button, html
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "examples" / "architectures"
 # what a new layer of each type starts with (its required fields)
@@ -98,8 +98,8 @@ class NetLayerRow(Viewer):
                          stylesheets=[ROW_CSS], css_classes=[f"net-layer-{index}-shape"])
         self.error = html("", visible=False, margin=(0, 8, 4, 8), stylesheets=[ROW_CSS],
                           css_classes=[f"net-layer-{index}-error"])
-        remove = pn.widgets.Button(label="✕", width=34, margin=(20, 1), color="light",
-                                   css_classes=[f"net-layer-{index}-remove"])
+        remove = glyph_button("✕", f"remove layer {index}", width=34, margin=(20, 1),
+                              color="light", css_classes=[f"net-layer-{index}-remove"])
         remove.on_click(lambda _: builder.remove_layer(index))
         self._layout = pn.Column(
             pn.Row(html(f"#{index}", width=28, margin=(26, 2)), self.type,

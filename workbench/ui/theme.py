@@ -81,3 +81,20 @@ def html(obj: str = "", **params: Any) -> pn.pane.HTML:
     """An HTML pane styled with the app's stylesheet."""
     params.setdefault("stylesheets", [CSS])
     return pn.pane.HTML(obj, **params)
+
+
+# Bokeh's buttons take no aria-label: the accessible name is the label's text, pushed out of the
+# box (still read by screen readers), and the glyph is CSS generated content whose alternative
+# text ("/ ''") is empty, so it is shown but not announced.
+_GLYPH_BUTTON_CSS = """
+.bk-btn { position: relative; overflow: hidden; white-space: nowrap; text-indent: 100vw; }
+.bk-btn::before { content: "%s" / ""; position: absolute; inset: 0; display: flex;
+  align-items: center; justify-content: center; text-indent: 0; }
+"""
+
+
+def glyph_button(glyph: str, name: str, **params: Any) -> pn.widgets.Button:
+    """A button that shows only ``glyph`` ("↑", "✕") and is announced as ``name`` ("move layer
+    2 up") to screen readers (and found by it: ``get_by_role("button", name=...)``)."""
+    stylesheets = [*params.pop("stylesheets", []), _GLYPH_BUTTON_CSS % glyph]
+    return pn.widgets.Button(label=name, stylesheets=stylesheets, **params)
