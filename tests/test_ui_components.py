@@ -635,6 +635,7 @@ def test_header_device_does_not_depend_on_torch_threads():
 def test_devices_view_lists_local_devices_and_nodes(service):
     from datetime import datetime, timedelta, timezone
 
+    from workbench import events as ev
     from workbench.ui.devices_view import DevicesView
     from workbench.ui.targets_view import NO_NODES
 
@@ -648,12 +649,22 @@ def test_devices_view_lists_local_devices_and_nodes(service):
         url="http://127.0.0.1:59999", name="box-a", status="busy", current_load=0.5,
         performance_score=1.25, cpu_count=8,
         last_seen=datetime.now(timezone.utc) - timedelta(seconds=30))
+    store = service.store
+    model = store.create_model(architecture={"layer_sizes": [784, 10]}, hyperparams={})
+    run = store.create_run(model_id=model.model_id, hyperparams={}, epochs_total=3,
+                           target=node.node_id)
+    store.set_run_state(run.run_id, "running", device="cpu")
+    # an epoch of the run on that node, with the system metrics its process sampled there
+    store.apply_event(ev.make_event(ev.EPOCH, run.run_id, epoch=1, train_loss=0.5, **{
+        "system/cpu_percent": 187.0, "system/rss_bytes": 412 * 2**20}))
     try:
         view.refresh()
         text = view._targets.object
         assert "node box-a" in text and "<td>busy</td>" in text and "<td>0.50</td>" in text
         assert "<td>1.25</td>" in text and "s ago" in text and NO_NODES not in text
+        assert f"<code>{run.run_id}</code></td><td>CPU 187% · RSS 412 MiB</td>" in text, text
     finally:
+        store.set_run_state(run.run_id, "cancelled")
         service.store.delete_node(node.node_id)
 
 

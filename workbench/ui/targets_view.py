@@ -49,11 +49,15 @@ def target_rows(service: Any, now: datetime | None = None,
     for run in active:
         by_target.setdefault(run.target, []).append(run)
 
-    def work(target: str, device: str | None = None) -> tuple[str, int]:
+    def work(target: str, device: str | None = None) -> tuple[str, int, str]:
+        """(current run, runs queued, the current run's training process load)."""
         runs = [r for r in by_target.get(target, [])
                 if device is None or (r.device or "cpu").startswith(device)]
-        running = [r.run_id for r in runs if r.state == "running"]
-        return (running[0] if running else "–"), sum(r.state == "queued" for r in runs)
+        running = [r for r in runs if r.state == "running"]
+        queued = sum(r.state == "queued" for r in runs)
+        if not running:
+            return "–", queued, "–"
+        return running[0].run_id, queued, process_load(running[0].metrics)
 
     rows = []
     devices = local_devices()
@@ -61,21 +65,35 @@ def target_rows(service: Any, now: datetime | None = None,
     for device in devices:
         peak = peaks.stored(device)
         tflops = peak.tflops if peak is not None else (known_peaks or {}).get(device)
-        current, queued = work("local", device)
+        current, queued, process = work("local", device)
         rows.append({"where": "this machine", "device": device, "status": "online",
                      "load": load.get(device, "–"), "queued": queued,
-                     "peak_tflops": tflops,
-                     "current_run": current, "last_seen": "now"})
+                     "peak_tflops": tflops, "current_run": current, "process": process,
+                     "last_seen": "now"})
     for node in store.list_nodes(limit=1000):
         gpu = (node.gpu_info or {}).get("model")
-        current, queued = work(node.node_id)
+        current, queued, process = work(node.node_id)
         rows.append({"where": f"node {node.name}", "device": gpu or f"CPU × {node.cpu_count}",
                      "status": node.status,
                      "load": "–" if node.current_load is None else f"{node.current_load:.2f}",
                      "queued": queued, "peak_tflops": node.performance_score,
-                     "current_run": current, "last_seen": _ago(node.last_seen, now),
+                     "current_run": current, "process": process,
+                     "last_seen": _ago(node.last_seen, now),
                      "node_id": node.node_id})
     return rows + worker_rows(store)
+
+
+def process_load(metrics: dict[str, float]) -> str:
+    """A running run's training process as its last epoch's system metrics saw it (sampled
+    where it trains: this machine, a node's kernel), e.g. ``CPU 180% · RSS 412 MiB · GPU 85%``."""
+    parts = []
+    if (cpu := metrics.get("system/cpu_percent")) is not None:
+        parts.append(f"CPU {cpu:.0f}%")
+    if (rss := metrics.get("system/rss_bytes")) is not None:
+        parts.append(f"RSS {rss / 2**20:.0f} MiB")
+    if (gpu := metrics.get("system/gpu0/utilization_percent")) is not None:
+        parts.append(f"GPU {gpu:.0f}%")
+    return " · ".join(parts) or "–"
 
 
 def worker_rows(store: Any) -> list[dict[str, Any]]:
@@ -97,7 +115,7 @@ def worker_rows(store: Any) -> list[dict[str, Any]]:
             "queued": 0,  # a worker runs what a job hands it; it keeps no queue
             "peak_tflops": device.score if device.score is not None
             else (health or {}).get("score_tflops"),
-            "current_run": f"job {device.job_id}",
+            "current_run": f"job {device.job_id}", "process": "–",
             "last_seen": "–" if health is None else "now",
             "worker": f"{device.ip}:{device.port}"})
     return rows
@@ -105,13 +123,15 @@ def worker_rows(store: Any) -> list[dict[str, Any]]:
 
 def targets_table(rows: list[dict[str, Any]]) -> str:
     head = ("<tr><th>where</th><th>device</th><th>status</th><th>load</th><th>queued</th>"
-            "<th>measured peak (TFLOPS)</th><th>current run</th><th>last seen</th></tr>")
+            "<th>measured peak (TFLOPS)</th><th>current run</th><th>training process</th>"
+            "<th>last seen</th></tr>")
     body = "".join(
         f"<tr><td>{escape_html(r['where'])}</td><td>{escape_html(r['device'])}</td>"
         f"<td>{escape_html(r['status'])}</td><td>{escape_html(r['load'])}</td>"
         f"<td>{r['queued']}</td>"
         f"<td>{'measuring…' if r['peak_tflops'] is None else format(r['peak_tflops'], '.3g')}"
         f"</td><td><code>{escape_html(r['current_run'])}</code></td>"
+        f"<td>{escape_html(r.get('process', '–'))}</td>"
         f"<td>{escape_html(r['last_seen'])}</td></tr>" for r in rows)
     nodes = any("node_id" in r for r in rows)
     return (f"<table class='wb-stages wb-targets'>{head}{body}</table>"
