@@ -285,8 +285,9 @@ def test_a_tracked_run_streams_live_to_notebook_charts(live_server):
     chart = NotebookRun(client, run.run_id, 0)
 
     def logged_until(n: int) -> None:
+        # The figure is what a user sees, updated just after ``logged``: wait for it.
         deadline = time.monotonic() + 60
-        while len(chart.logged.get("train/loss", {})) < n and time.monotonic() < deadline:
+        while chart.points() < n and time.monotonic() < deadline:
             time.sleep(0.05)
 
     try:
