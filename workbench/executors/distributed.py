@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import events as ev
 from ..train.job import RunSpec
+from .base import LiveHandles
 
 log = logging.getLogger(__name__)
 
@@ -125,21 +126,11 @@ class DistributedExecutor:
     kind = DISTRIBUTED
 
     def __init__(self) -> None:
-        self._handles: dict[str, DistributedRunHandle] = {}
-        self._lock = threading.Lock()
+        self._handles = LiveHandles()
 
     def submit(self, spec: RunSpec, sink: ev.Sink) -> DistributedRunHandle:
-        handle = DistributedRunHandle(RunSpec.model_validate(spec), sink)
-        with self._lock:
-            self._handles = {k: h for k, h in self._handles.items() if not h.done}
-            self._handles[handle.run_id] = handle
-        return handle
+        return self._handles.add(DistributedRunHandle(RunSpec.model_validate(spec), sink))
 
     def close(self, timeout: float = 15.0) -> None:
         """Cancel every live run and wait for its ranks to stop."""
-        with self._lock:
-            live = [h for h in self._handles.values() if not h.done]
-        for handle in live:
-            handle.cancel()
-        for handle in live:
-            handle.join(timeout / max(1, len(live)))
+        self._handles.close(timeout, kill=False)

@@ -22,6 +22,7 @@ from typing import IO
 
 from .. import events as ev
 from ..train.job import RunSpec
+from .base import LiveHandles
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +155,12 @@ class LocalExecutor:
 
     def __init__(self, *, env: dict[str, str] | None = None):
         self._env = env
-        self._handles: dict[str, LocalRunHandle] = {}
-        self._lock = threading.Lock()
+        self._handles = LiveHandles()
 
     def submit(self, spec: RunSpec, sink: ev.Sink) -> LocalRunHandle:
-        handle = LocalRunHandle(RunSpec.model_validate(spec), sink, env=self._env)
-        with self._lock:
-            self._handles = {k: h for k, h in self._handles.items() if not h.done}
-            self._handles[handle.run_id] = handle
-        return handle
+        return self._handles.add(LocalRunHandle(RunSpec.model_validate(spec), sink,
+                                                env=self._env))
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel every live run, wait up to ``timeout`` s, then kill what is left."""
-        with self._lock:
-            live = [h for h in self._handles.values() if not h.done]
-        for handle in live:
-            handle.cancel()
-        for handle in live:
-            if not handle.join(timeout / max(1, len(live))):
-                handle.kill()
-                handle.join(5)
+        self._handles.close(timeout)

@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import events as ev
 from ..train.job import RunSpec
+from .base import LiveHandles
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,7 @@ class RayExecutor:
         self.address = address or settings.ray_address
         self.num_cpus = num_cpus or settings.ray_num_cpus
         self._offline = settings.offline
-        self._handles: dict[str, RayRunHandle] = {}
-        self._lock = threading.Lock()
+        self._handles = LiveHandles()
         # Its own lock: starting Ray takes seconds, and submit (called under the service's
         # queue lock) must never wait for that.
         self._connect_lock = threading.Lock()
@@ -259,22 +259,11 @@ class RayExecutor:
         spec = RunSpec.model_validate(spec)
         if spec.offline is None:  # the cluster's workers follow this owner's offline mode
             spec = spec.model_copy(update={"offline": self._offline})
-        handle = RayRunHandle(spec, sink, self)
-        with self._lock:
-            self._handles = {k: h for k, h in self._handles.items() if not h.done}
-            self._handles[handle.run_id] = handle
-        return handle
+        return self._handles.add(RayRunHandle(spec, sink, self))
 
     def close(self, timeout: float = 15.0) -> None:
         """Cancel every live run, kill what has not stopped by ``timeout``, leave Ray."""
-        with self._lock:
-            live = [h for h in self._handles.values() if not h.done]
-        for handle in live:
-            handle.cancel()
-        for handle in live:
-            if not handle.join(timeout / max(1, len(live))):
-                handle.kill()
-                handle.join(5)
+        self._handles.close(timeout)
         if self._started_ray:
             import ray
 
