@@ -5,13 +5,12 @@ automatic resume on; the errors say why (409/422/404)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from tests.utils import equal_runs
+from tests.utils.equal_runs import history, trained_here
 from tests.utils.factories import mlp, quick_hyperparams
 from tests.utils.v1 import wait_run
-from workbench import events as ev
 
 pytestmark = pytest.mark.timeout(900)  # servers, workers and a kernel on a loaded machine
 
@@ -19,49 +18,18 @@ pytestmark = pytest.mark.timeout(900)  # servers, workers and a kernel on a load
 # the last epoch even on a loaded machine.
 HP = quick_hyperparams(epochs=6, batch_size=16)
 TRAIN = {"limit": 1200, "device": "cpu"}
-LEARNING = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
-            "test_accuracy")
 
-
-def history(http, run_id: str) -> list[tuple]:
-    names = ", ".join(f"'{n}'" for n in LEARNING)
-    body = {"query": f"SELECT epoch, name, value FROM metrics WHERE run_id = '{run_id}' "
-                     f"AND name IN ({names}) ORDER BY epoch, name", "limit": 1000}
-    response = http.post("/api/v1/sql", json=body)
-    assert response.status_code == 200, response.text
-    return [tuple(row) for row in response.json()["data"]["rows"]]
 
 
 @pytest.fixture(scope="module")
 def straight() -> list[tuple]:
     """The uninterrupted run every resumed one must equal (trained here with the threads a
     worker or kernel trains with)."""
-    import torch
-
-    from workbench.train.job import execute, set_training_threads
-
-    events: list = []
-    threads = torch.get_num_threads()
-    set_training_threads()
-    try:
-        execute({"run_id": "r_straight", "architecture": mlp(32), "hyperparams": HP,
-                 "device": "cpu", "limit": TRAIN["limit"], "offline": True}, sink=events.append)
-    finally:
-        torch.set_num_threads(threads)
-    rows = [(e["data"]["epoch"], name, e["data"][name]) for e in events
-            if e["type"] in (ev.EPOCH, ev.EVALUATION)
-            for name in LEARNING if name in e["data"]]
-    return sorted(rows)
+    return trained_here(mlp(32), HP, limit=TRAIN["limit"])
 
 
 def wait_until(http, run_id: str, condition, timeout: float = 400) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = http.get(f"/api/runs/{run_id}").json()
-        if condition(run):
-            return run
-        assert time.monotonic() < deadline and run["state"] in ("queued", "running"), run
-        time.sleep(0.05)
+    return equal_runs.wait_until(http, run_id, condition, timeout)
 
 
 def has_checkpoint(http, run_id: str) -> bool:

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from tests.utils import equal_runs  # noqa: E402
+from tests.utils.equal_runs import history  # noqa: E402
 from tests.utils.factories import mlp, quick_hyperparams  # noqa: E402
 from tests.utils.v1 import wait_run  # noqa: E402
 from workbench import events as ev  # noqa: E402
@@ -28,8 +29,6 @@ pytestmark = pytest.mark.timeout(600)  # a Ray cluster, a server and its tasks o
 
 HP = quick_hyperparams(epochs=2, batch_size=32)
 TRAIN = {"limit": 400, "device": "cpu", "target": "ray"}
-LEARNING = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
-            "test_accuracy")
 SWEEP = {
     "name": "onray", "target": "ray", "space": {"lr": {"low": 1e-4, "high": 0.1, "log": True}},
     "layer_sizes": [784, 16, 10],
@@ -79,32 +78,8 @@ def model_id(server):
                                               "hyperparams": HP}).json()["model_id"]
 
 
-def history(http, run_id: str) -> list[tuple]:
-    names = ", ".join(f"'{n}'" for n in LEARNING)
-    body = {"query": f"SELECT epoch, name, value FROM metrics WHERE run_id = '{run_id}' "
-                     f"AND name IN ({names}) ORDER BY epoch, name", "limit": 1000}
-    response = http.post("/api/v1/sql", json=body)
-    assert response.status_code == 200, response.text
-    return [tuple(row) for row in response.json()["data"]["rows"]]
-
-
 def trained_here() -> list[tuple]:
-    """The same seeded run trained in this process, with the threads a training process uses."""
-    import torch
-
-    from workbench.train.job import execute, set_training_threads
-
-    events: list = []
-    threads = torch.get_num_threads()
-    set_training_threads()
-    try:
-        execute({"run_id": "r_here", "architecture": mlp(16), "hyperparams": HP,
-                 "device": "cpu", "limit": TRAIN["limit"], "offline": True}, sink=events.append)
-    finally:
-        torch.set_num_threads(threads)
-    return sorted((e["data"]["epoch"], name, e["data"][name]) for e in events
-                  if e["type"] in (ev.EPOCH, ev.EVALUATION)
-                  for name in LEARNING if name in e["data"])
+    return equal_runs.trained_here(mlp(16), HP, limit=TRAIN["limit"])
 
 
 def test_a_run_on_ray_equals_the_same_run_trained_locally(server, model_id):
@@ -141,13 +116,7 @@ def test_a_sweep_runs_its_trials_on_ray(server, tmp_path):
 
 
 def wait_until(http, run_id: str, condition, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = http.get(f"/api/runs/{run_id}").json()
-        if condition(run):
-            return run
-        assert time.monotonic() < deadline and run["state"] in ("queued", "running"), run
-        time.sleep(0.1)
+    return equal_runs.wait_until(http, run_id, condition, timeout)
 
 
 def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server, model_id):
