@@ -42,6 +42,7 @@ from .routes import (
     trainer,
 )
 from .schemas import Health, InferRequest
+from .status_fast_path import RunStatusFastPath
 from .v1 import mount_v1
 from .v1.security import RateLimitMiddleware
 from .v1.ws import DocumentSocket
@@ -113,6 +114,8 @@ def create_app(
     mount_v1(app, service)  # the native /api/v1 (workbench.api.v1)
     app.include_router(trainer.router, prefix=API_PREFIX)  # the distributed-trainer API
     trainer.install(app)
+    # Innermost: inside the rate limiter, whose verified key it reads (status_fast_path).
+    app.add_middleware(RunStatusFastPath, route_app=app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes or settings.max_body_bytes)
     # Outermost of the API's: cross-site writes are refused before any body is read.
     trainer_paths = [API_PREFIX + getattr(r, "path", "") for r in trainer.router.routes]

@@ -26,6 +26,9 @@ bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Be
 
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
+#: ``scope["state"]`` key of the record the rate limiter already verified for this request.
+VERIFIED_KEY_STATE = "v1_key"
+
 
 # async: FastAPI runs a plain ``def`` dependency in its threadpool, a hop that costs more than
 # these lookups themselves on every request.
@@ -37,6 +40,16 @@ def get_keyring(request: HTTPConnection) -> KeyRing:
     return request.app.state.keyring
 
 
+def verified_key(conn: HTTPConnection, token: str | None) -> ApiKeyRecord | None:
+    """The key record for ``token``: the one the rate limiter verified, or verified now."""
+    if not token:
+        return None
+    cached = conn.scope.get("state", {}).get(VERIFIED_KEY_STATE)
+    if cached is not None:
+        return cached
+    return get_keyring(conn).verify(token)
+
+
 async def require_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -46,7 +59,7 @@ async def require_key(
     if credentials is None:
         raise HTTPException(401, "missing bearer token (Authorization: Bearer <key>)",
                             headers=_UNAUTHORIZED)
-    record = get_keyring(request).verify(credentials.credentials)
+    record = verified_key(request, credentials.credentials)
     if record is None:
         raise HTTPException(401, "invalid, revoked or expired API key", headers=_UNAUTHORIZED)
     return record

@@ -66,7 +66,7 @@ from starlette.requests import HTTPConnection
 
 from ..auth import APP_SCOPE, PUBLIC, SCOPES, allows
 from ..store import ApiKeyRecord
-from .deps import bearer, get_keyring
+from .deps import bearer, get_keyring, verified_key
 
 _RANK = {PUBLIC: 0, "read": 1, "train": 2, "admin": 3}
 RUN_OWNER = "run.owner"  # the event naming who started a run: data {"key_id", "via"}
@@ -175,9 +175,6 @@ FAMILIES = {
     "trainer": Family("trainer", _trainer_unauthenticated, _trainer_forbidden),
 }
 
-_V1_STATE_KEY = "v1_key"  # the record V1Middleware already verified for this request
-
-
 def _is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
@@ -190,15 +187,6 @@ def trainer_open_applies(conn: HTTPConnection) -> bool:
     return (bool(getattr(conn.app.state, "trainer_open", False))
             and "authorization" not in conn.headers
             and _is_loopback(conn.client.host if conn.client else None))
-
-
-def _verify(conn: HTTPConnection, token: str | None) -> ApiKeyRecord | None:
-    if not token:
-        return None
-    cached = conn.scope.get("state", {}).get(_V1_STATE_KEY)
-    if cached is not None:
-        return cached
-    return get_keyring(conn).verify(token)
 
 
 def run_owner(service: Any, run_id: str) -> str | None:
@@ -295,7 +283,7 @@ def requires(scope: str, *, family: str = "api", others: str | None = None,
             if scope in TRAINER_OPEN_GRANTS:
                 return None
         token = credentials.credentials if credentials else None
-        record = _verify(request, token)
+        record = verified_key(request, token)
         if record is None:
             raise fam.unauthenticated(request, token)
         if not allows(record, scope):
@@ -443,6 +431,14 @@ def _info(kind: str, methods: tuple[str, ...], path: str, route: Any) -> RouteIn
     else:
         source = "none"
     return RouteInfo(kind, methods, path, route, req, source)
+
+
+def route_requirement(app: Any, path: str, method: str) -> Requirement:
+    """The requirement ``app``'s route for ``method path`` declares (``LookupError``: none)."""
+    for info in iter_app_routes(app):
+        if info.path == path and method in info.methods and info.requirement is not None:
+            return info.requirement
+    raise LookupError(f"no declared route {method} {path}")
 
 
 def route_table(app: Any) -> list[tuple[str, str, str]]:

@@ -36,16 +36,20 @@ async def get_run(run_id: str, service: ServiceDep) -> Response:
     run = service.cached_run(run_id)
     if run is None:
         run = await run_in_threadpool(service.get_run, run_id)
-    cached = _bodies.get(run_id)
+    return Response(run_body(run), media_type="application/json")
+
+
+def run_body(run: RunRecord) -> bytes:
+    """The JSON of ``run``'s view, serialized once per record object."""
+    cached = _bodies.get(run.run_id)
     if cached is not None and cached[0] is run:
-        body = cached[1]
-    else:
-        body = orjson.dumps(run_view(run))
-        with _bodies_lock:
-            if len(_bodies) > 4096:
-                _bodies.clear()
-            _bodies[run_id] = (run, body)
-    return Response(body, media_type="application/json")
+        return cached[1]
+    body = orjson.dumps(run_view(run))
+    with _bodies_lock:
+        if len(_bodies) > 4096:
+            _bodies.clear()
+        _bodies[run.run_id] = (run, body)
+    return body
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic, responses=ERROR_RESPONSES,

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ...auth import SCOPES, KeyRing, granted, hash_key, parse_permissions
 from ...config import ANONYMOUS_TIER, OWNER_TIER, RateLimits, get_settings
 from ...store import ApiKeyRecord
+from ..deps import VERIFIED_KEY_STATE
 from ..policy import requires
 from .conventions import (
     API_VERSION,
@@ -45,7 +46,6 @@ __all__ = ["SCOPES", "AdminKey", "RateLimitMiddleware", "RateLimiter", "ReadKey"
            "granted", "parse_permissions", "require", "why_invalid"]
 
 _WINDOW_S = 60
-_STATE_KEY = "v1_key"
 
 
 # ---- rate limits -----------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class RateLimitMiddleware:
         limiter: RateLimiter = state.v1_limiter
         token = _bearer_token(scope)
         record = keyring.verify(token) if token else None
-        scope.setdefault("state", {})[_STATE_KEY] = record
+        scope.setdefault("state", {})[VERIFIED_KEY_STATE] = record
         client = scope.get("client") or ("?", 0)
         identity = f"key:{record.key_id}" if record else f"addr:{client[0]}"
         limit = limiter.limit_for(record, owner=_owner_request(scope, token))
@@ -204,4 +204,4 @@ AdminKey = Annotated[ApiKeyRecord, Depends(require("admin"))]
 
 
 def key_state(request: Request) -> Any:
-    return request.scope.get("state", {}).get(_STATE_KEY)
+    return request.scope.get("state", {}).get(VERIFIED_KEY_STATE)
