@@ -9,7 +9,8 @@ Measures, each over ``--seconds``:
 - the training run's epochs/s with no status load and under the 100-client load; ``ratio`` =
   loaded / unloaded (goal >= 0.8).
 
-Prints one JSON line per measurement. Server, training worker and load generator share the
+Each for training workers at every ``--worker-nice`` (default 0 and 10: whether a lower
+priority for training serves both better). Prints one JSON line per measurement. Server, training worker and load generator share the
 machine's cores (that sharing is what is measured).
 """
 
@@ -77,18 +78,17 @@ def epochs_per_s(http: httpx.Client, run_id: str, during) -> float:
     return (last - first) / (time.perf_counter() - t0)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
-    args = ap.parse_args()
-    server = start_server(Path(tempfile.mkdtemp(prefix="wb-bench-")), workers=1)
+def measure(seconds: float, worker_nice: int) -> dict:
+    """One server whose training worker runs at ``worker_nice``: every figure of the docstring."""
+    server = start_server(Path(tempfile.mkdtemp(prefix="wb-bench-")), workers=1,
+                          extra_env={"WORKBENCH_WORKER_NICE": str(worker_nice)})
     try:
         with server.http() as http:
             model = http.post("/api/models", json={"architecture": ARCH, "hyperparams": {
                 "epochs": 1, "optimizer": {"type": "adam", "lr": 1e-3}}}).json()
             done = http.post(f"/api/models/{model['model_id']}/train", json={"limit": 500}).json()
             done = wait_state(http, done["run_id"], {"succeeded"})
-            idle_rps, _ = load(server, f"/api/runs/{done['run_id']}", 32, args.seconds)
+            idle_rps, _ = load(server, f"/api/runs/{done['run_id']}", 32, seconds)
             live = http.post(f"/api/models/{model['model_id']}/train", json={
                 "limit": 2000, "hyperparams": {"epochs": 1000, "batch_size": 64}})
             live.raise_for_status()
@@ -97,27 +97,41 @@ def main() -> int:
             wait_state(http, live["run_id"], {"running"})
             while http.get(path).json()["epoch"] < 1:  # in its training loop
                 time.sleep(0.1)
-            unloaded = epochs_per_s(http, live["run_id"], lambda: time.sleep(args.seconds))
-            train_rps, _ = load(server, path, 32, args.seconds)
+            unloaded = epochs_per_s(http, live["run_id"], lambda: time.sleep(seconds))
+            train_rps, _ = load(server, path, 32, seconds)
             result: dict = {}
             loaded = epochs_per_s(http, live["run_id"], lambda: result.update(
-                zip(("rps", "lat"), load(server, path, 100, args.seconds))))
+                zip(("rps", "lat"), load(server, path, 100, seconds))))
             if http.get(path).json()["state"] != "running":
                 raise RuntimeError("the training run ended during the load")
             http.post(f"/api/runs/{live['run_id']}/cancel")
     finally:
         server.stop()
-    ms = np.array(result["lat"]) * 1000
-    emit(case="status_rps_32_clients", idle_req_per_s=round(idle_rps, 1),
-         training_req_per_s=round(train_rps, 1), ratio=round(train_rps / idle_rps, 3),
-         goal_ratio=0.5, goal_training_req_per_s=2000)
-    emit(case="status_latency_100_clients_training", requests=len(ms),
-         req_per_s=round(result["rps"], 1), p50_ms=round(float(np.percentile(ms, 50)), 2),
-         p99_ms=round(float(np.percentile(ms, 99)), 2), max_ms=round(float(ms.max()), 2),
-         goal_p99_ms=50)
-    emit(case="training_epochs_per_s_under_load", unloaded=round(unloaded, 3),
-         under_100_clients=round(loaded, 3), ratio=round(loaded / unloaded, 3) if unloaded else None,
-         goal_ratio=0.8)
+    return {"idle_rps": idle_rps, "train_rps": train_rps, "unloaded": unloaded,
+            "loaded": loaded, **result}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=4.0, help="duration of each measurement")
+    ap.add_argument("--worker-nice", type=int, nargs="+", default=[0, 10],
+                    help="training workers' niceness to compare (WORKBENCH_WORKER_NICE)")
+    args = ap.parse_args()
+    for nice in args.worker_nice:
+        m = measure(args.seconds, nice)
+        ms = np.array(m["lat"]) * 1000
+        emit(case="status_rps_32_clients", worker_nice=nice,
+             idle_req_per_s=round(m["idle_rps"], 1), training_req_per_s=round(m["train_rps"], 1),
+             ratio=round(m["train_rps"] / m["idle_rps"], 3), goal_ratio=0.5,
+             goal_training_req_per_s=2000)
+        emit(case="status_latency_100_clients_training", worker_nice=nice, requests=len(ms),
+             req_per_s=round(m["rps"], 1), p50_ms=round(float(np.percentile(ms, 50)), 2),
+             p99_ms=round(float(np.percentile(ms, 99)), 2), max_ms=round(float(ms.max()), 2),
+             goal_p99_ms=50)
+        emit(case="training_epochs_per_s_under_load", worker_nice=nice,
+             unloaded=round(m["unloaded"], 3), under_100_clients=round(m["loaded"], 3),
+             ratio=round(m["loaded"] / m["unloaded"], 3) if m["unloaded"] else None,
+             goal_ratio=0.8)
     return 0
 
 

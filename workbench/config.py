@@ -107,6 +107,11 @@ class Settings(BaseModel):
     )
     offline: bool = Field(default=False, doc="WORKBENCH_OFFLINE=1: never touch the network")
     workers: int = Field(default=2, ge=1, doc="WORKBENCH_WORKERS: runs training at once")
+    worker_nice: int = Field(
+        default=0, ge=0, le=19,
+        doc="WORKBENCH_WORKER_NICE: niceness of local training workers (higher: the server "
+            "keeps more CPU under load; benchmarks/status_under_load.py measures both ways)",
+    )
     server_url: str | None = Field(
         default=None, doc="WORKBENCH_SERVER_URL: a running server the CLI should talk to"
     )
@@ -214,6 +219,8 @@ def get_settings() -> Settings:
         values["fashion_mnist_dir"] = Path(fashion)
     if workers := _env("WORKBENCH_WORKERS"):
         values["workers"] = int(workers)
+    if nice := _env("WORKBENCH_WORKER_NICE"):
+        values["worker_nice"] = int(nice)
     limits = {field: int(raw) for field, name in _LIMIT_ENV.items() if (raw := _env(name))}
     values["limits"] = Limits(**limits)
     if roots := _env("WORKBENCH_DATA_ROOTS"):

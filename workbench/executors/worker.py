@@ -54,6 +54,10 @@ def main() -> int:
 
     # Leave one core to the server that reads our events and answers status polls.
     set_training_threads()
+    from workbench.config import get_settings
+
+    if nice := get_settings().worker_nice:
+        os.nice(nice)
 
     try:
         execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set, should_pause=pause.is_set)

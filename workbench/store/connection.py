@@ -8,6 +8,7 @@ the recovery of runs a dead process left running.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ _S = TypeVar("_S", bound="StoreConnection")
 
 # Paths open for writing in this process: a second writable Store on the same file shares
 # DuckDB's database instance, and must not mark the first one's live runs as interrupted.
+log = logging.getLogger(__name__)
 _open_writers: dict[str, int] = {}
 _open_writers_lock = threading.Lock()
 
@@ -79,8 +81,9 @@ def connect(
 class StoreConnection:
     """Opening, closing and the transaction helpers of ``Store``. Thread-safe."""
 
-    if TYPE_CHECKING:  # provided by RunsMixin
+    if TYPE_CHECKING:  # provided by RunsMixin and EventsMixin
         def recover_interrupted(self, reason: str | None = None) -> list[str]: ...
+        def _flush_steps(self) -> None: ...
 
     def __init__(self, path: str | Path | None = None, *, read_only: bool = False,
                  recovery_reason: str | None = None,
@@ -94,6 +97,8 @@ class StoreConnection:
         self.read_only = read_only
         self.memory_limit = memory_limit  # DuckDB's, for the whole store (user queries included)
         self._lock = threading.RLock()
+        self._next_event_id: int | None = None  # EventsMixin: the event log's id counter
+        self._pending_steps: list[Any] = []  # EventsMixin: step events not written yet
         self._tx_depth = 0
         self._closed = False
         self._registered: str | None = None
@@ -128,6 +133,12 @@ class StoreConnection:
         with self._lock:
             if self._closed:
                 return
+            if self._con is not None and self._pending_steps:
+                try:
+                    self._flush_steps()
+                except duckdb.Error:
+                    log.exception("could not write %d buffered step events",
+                                  len(self._pending_steps))
             self._closed = True
             con, self._con = self._con, None
             try:
@@ -164,9 +175,13 @@ class StoreConnection:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _conn(self) -> duckdb.DuckDBPyConnection:
+    def _conn(self, *, flush: bool = True) -> duckdb.DuckDBPyConnection:
+        """The connection; ``flush``: buffered step events are written first, so every other
+        read or write sees them (``EventsMixin._buffer_step``)."""
         if self._con is None:
             raise RuntimeError("the store is closed")
+        if flush and self._pending_steps:
+            self._flush_steps()
         return self._con
 
     def _require_writable(self) -> None:

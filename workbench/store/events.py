@@ -13,8 +13,10 @@ import binascii
 import math
 import numbers
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -130,11 +132,37 @@ def _insert_metrics(con: duckdb.DuckDBPyConnection, run_id: str, columns: dict[s
         con.unregister(view)
 
 
+STEP_BATCH = 64  # buffered step events written together at most
+STEP_FLUSH_S = 1.0  # a buffered step waits at most this long for the next event
+
+
+@dataclass(frozen=True)
+class _PendingStep:
+    event_id: int
+    run_id: str
+    when: datetime
+    data: dict[str, Any]
+    live: bool  # the run was not terminal
+    metric: list[Any] | None  # its step_loss row, when it has one
+    buffered_at: float  # time.monotonic()
+
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[list[Any]]) -> None:
+    if rows:
+        one = "(" + ", ".join("?" * len(rows[0])) + ")"
+        con.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * len(rows)),
+                    [v for row in rows for v in row])
+
+
 class EventsMixin:
     """Event methods of ``Store``."""
 
     if TYPE_CHECKING:  # provided by StoreConnection, RunsMixin and ParamsMixin
         _lock: threading.RLock
+        _next_event_id: int | None
+        _pending_steps: list[_PendingStep]
+
+        def _conn(self, *, flush: bool = True) -> duckdb.DuckDBPyConnection: ...
 
         def _tx(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
         def _read(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
@@ -161,16 +189,76 @@ class EventsMixin:
             param_id: str | None = None,
         ) -> None: ...
 
-    @staticmethod
+    def _event_ids(self, con: duckdb.DuckDBPyConnection, count: int) -> range:
+        """``count`` new event-log ids. This store is the log's one writer, so ids come from a
+        counter (buffered step events need theirs before they are written); it starts past
+        both the stored ids and the old id sequence."""
+        with self._lock:
+            if self._next_event_id is None:
+                stored = con.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+                sequence = con.execute("SELECT nextval('events_id_seq')").fetchone()
+                self._next_event_id = max(int(stored[0]) + 1, int(sequence[0]))  # type: ignore[index]
+            first = self._next_event_id
+            self._next_event_id += count
+            return range(first, first + count)
+
     def _append_event(
-        con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime, data: Any
+        self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime, data: Any
     ) -> int:
-        row = con.execute(
-            "INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?) RETURNING id",
-            [run_id, type_, when, dumps(data)],
-        ).fetchone()
-        assert row is not None  # INSERT ... RETURNING yields the new row
-        return int(row[0])
+        event_id = self._event_ids(con, 1)[0]
+        con.execute("INSERT INTO events (id, run_id, type, time, data) VALUES (?, ?, ?, ?, ?)",
+                    [event_id, run_id, type_, when, dumps(data)])
+        return event_id
+
+    # -- coalesced step events -----------------------------------------------------------------
+    # The engine samples ~20 step events per epoch; a commit each (an fsync) cost the owner more
+    # than the rest of the run's events together. A step gets its id and is listed by
+    # ``list_events`` at once, but is written with the next other event, when STEP_BATCH wait,
+    # when the oldest has waited STEP_FLUSH_S, or before any other read of the store. An owner
+    # killed in between loses at most those sampled steps, never an epoch.
+
+    def _buffer_step(self, run_id: str, data: Mapping[str, Any], when: datetime) -> int:
+        with self._lock:
+            con = self._conn(flush=False)
+            # A buffered step of this run means nothing wrote since (a write empties the buffer),
+            # so its state is still the one read then.
+            live = next((p.live for p in reversed(self._pending_steps) if p.run_id == run_id),
+                        None)
+            if live is None:
+                row = con.execute("SELECT state FROM runs WHERE run_id = ?", [run_id]).fetchone()
+                if row is None:
+                    raise ValueError(f"event for unknown run {run_id!r}")
+                live = row[0] not in TERMINAL_STATES
+            loss = data.get("loss")
+            metric = None
+            if live and _is_number(loss):
+                metric = [run_id, _int_or(data.get("epoch"), 0), _int_or(data.get("step")),
+                          STEP_LOSS, float(loss), when]
+            event_id = self._event_ids(con, 1)[0]
+            self._pending_steps.append(_PendingStep(event_id, run_id, when, dict(data), live,
+                                                    metric, time.monotonic()))
+            waited = time.monotonic() - self._pending_steps[0].buffered_at
+            if len(self._pending_steps) >= STEP_BATCH or waited >= STEP_FLUSH_S:
+                self._flush_steps()
+            return event_id
+
+    def _flush_steps(self) -> None:
+        """Write the buffered step events (one transaction)."""
+        with self._lock:
+            pending, self._pending_steps = self._pending_steps, []
+            if not pending:
+                return
+            rows = [[p.event_id, p.run_id, ev.STEP, p.when, dumps(p.data)] for p in pending]
+            metrics = [p.metric for p in pending if p.metric is not None]
+            with self._tx() as con:  # one multi-row INSERT each (executemany runs per row)
+                _insert_rows(con, "events (id, run_id, type, time, data)", rows)
+                _insert_rows(con, "metrics", metrics)
+
+    def _pending_events(self, run_id: str, after_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"id": p.event_id, "type": ev.STEP, "run_id": p.run_id,
+                     "time": aware(p.when).timestamp(), "data": dict(p.data)}
+                    for p in self._pending_steps if p.run_id == run_id and p.event_id > after_id]
 
     def apply_event(self, event: Mapping[str, Any]) -> int:
         """Apply one training event (see :mod:`workbench.events`) in one transaction; returns
@@ -190,10 +278,12 @@ class EventsMixin:
         if not isinstance(data, Mapping):
             raise ValueError("an event's 'data' must be a mapping")
         when = _to_db_time(event.get("time"))
+        if type_ == ev.STEP:
+            return self._buffer_step(run_id, data, when)
         if type_ == ev.METRICS:
             return self._apply_metrics_event(run_id, data, when)
 
-        with self._tx() as con:
+        with self._tx() as con:  # (its connection writes the buffered steps first)
             row = con.execute(
                 "SELECT state, model_id FROM runs WHERE run_id = ?", [run_id]
             ).fetchone()
@@ -253,20 +343,20 @@ class EventsMixin:
                 seen.add(batch_id)  # type: ignore[arg-type]  # a str (checked above)
             return event_id
 
-    @staticmethod
     def _append_event_text(
-        con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime,
+        self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime,
         data: Mapping[str, Any],
     ) -> int:
         """``_append_event`` for large data: orjson (non-finite floats become null)."""
         import orjson
 
-        row = con.execute(
-            "INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?) RETURNING id",
-            [run_id, type_, when, orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()],
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
+        event_id = self._event_ids(con, 1)[0]
+        con.execute(
+            "INSERT INTO events (id, run_id, type, time, data) VALUES (?, ?, ?, ?, ?)",
+            [event_id, run_id, type_, when,
+             orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()],
+        )
+        return event_id
 
     def event_of_type(self, run_id: str, type_: str) -> dict[str, Any] | None:
         """The first logged event of ``type_`` of a run (its data, time and id), or None."""
@@ -302,20 +392,7 @@ class EventsMixin:
                 device=str(device) if device is not None else None,
                 epochs_total=int(total) if _is_number(total) else None,
             )
-        elif type_ == ev.STEP:
-            loss = data.get("loss")
-            if _is_number(loss):
-                con.execute(
-                    "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        _int_or(data.get("epoch"), 0),
-                        _int_or(data.get("step")),
-                        STEP_LOSS,
-                        float(loss),
-                        when,
-                    ],
-                )
+        # ev.STEP: see _buffer_step
         elif type_ == ev.EVALUATION:
             epoch = _int_or(data.get("epoch"), 0)
             names = [n for n in ev.EVALUATION_METRICS if _is_number(data.get(n))]
@@ -403,7 +480,10 @@ class EventsMixin:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [
+        with self._lock:  # the stored events and the buffered steps, as of one moment
+            rows = self._conn(flush=False).execute(sql, params).fetchall()
+            pending = self._pending_events(run_id, int(after_id))
+        events = [
             {
                 "id": int(i),
                 "type": type_,
@@ -411,5 +491,8 @@ class EventsMixin:
                 "time": aware(when).timestamp(),
                 "data": loads(data) or {},
             }
-            for i, rid, type_, when, data in self._read(sql, params)
+            for i, rid, type_, when, data in rows
         ]
+        if pending:
+            events = sorted(events + pending, key=lambda e: e["id"])[:limit]
+        return events

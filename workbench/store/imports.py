@@ -48,6 +48,8 @@ class ImportsMixin:
         def _tx(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
         def _read(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
         def get_run(self, run_id: str) -> RunRecord | None: ...
+        def _append_event(self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str,
+                          when: datetime, data: Any) -> int: ...
 
     def import_run(self, *, model: dict[str, Any], run: dict[str, Any],
                    metrics: Sequence[Sequence[Any]], events: Sequence[dict[str, Any]],
@@ -91,9 +93,8 @@ class ImportsMixin:
                      None if value is None else float(value), _time(when)]
                     for epoch, step, name, value, when in metrics])
             for event in events:
-                con.execute("INSERT INTO events (run_id, type, time, data) VALUES (?, ?, ?, ?)",
-                            [run_id, str(event["type"]), _time(event.get("time")),
-                             dumps(event.get("data") or {})])
+                self._append_event(con, run_id, str(event["type"]), _time(event.get("time")),
+                                   event.get("data") or {})
             store_summary(con, run_id)
         record = self.get_run(run_id)
         assert record is not None

@@ -107,9 +107,9 @@ class RunsMixin:
         def _read(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
         def _latest_metrics(self, run_ids: Sequence[str]) -> dict[str, dict[str, float]]: ...
 
-        @staticmethod
         def _append_event(
-            con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime, data: Any
+            self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime,
+            data: Any,
         ) -> int: ...
 
     @staticmethod
