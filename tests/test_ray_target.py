@@ -2,7 +2,9 @@
 cluster this module starts (2 CPUs, loopback, its own temp dir): a run trained as a Ray task
 ends with exactly the per-epoch metrics of the same seeded run trained here, its events stored
 by the owner; a sweep started with ``workbench sweep`` runs every trial as a run on ``ray``; a
-Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled. Skipped when
+Ray run pauses at an epoch's checkpoint, resumes on Ray from it and is cancelled; a
+``strategy: ddp`` run trains as a 2-worker Ray Train job with the metrics of the same run on
+target ``distributed``, and cancels. Skipped when
 Ray is not installed (the error a server without Ray gives is tested in ``test_ray_missing.py``),
 or, saying why, when this machine cannot start a local Ray in three tries."""
 
@@ -146,10 +148,53 @@ def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server,
         assert epochs == list(range(1, len(epochs) + 1))  # the resumed run went on numbering
 
 
-def test_ddp_on_ray_is_refused_naming_strategy(server, model_id):
+DDP = {**TRAIN, "strategy": "ddp", "world_size": 2}
+
+
+def test_a_ddp_run_on_ray_train_equals_the_same_run_on_distributed(server, model_id):
+    """Two Ray Train workers (gloo) run the engine's DDP loop: rank 0's events reach the owner
+    through the relay, and every epoch's metrics are those of the same seeded 2-rank run on
+    the ``distributed`` target (same loop, same slices, same reductions)."""
+    with server.http() as http:
+        runs = {}
+        for target in ("ray", "distributed"):
+            queued = http.post(f"/api/models/{model_id}/train", json={**DDP, "target": target})
+            assert queued.status_code == 202, queued.text
+            runs[target] = wait_run(http, queued.json()["run_id"], timeout=300)
+        for target, run in runs.items():
+            assert run["state"] == "succeeded", (run, server.log()[-3000:])
+            assert run["target"] == target
+        events = http.get(f"/api/runs/{runs['ray']['run_id']}/events").json()["events"]
+        types = [e["type"] for e in events]
+        assert types.count(ev.EPOCH) == HP["epochs"] and types.count(ev.RUN_COMPLETED) == 1
+        started = next(e for e in events if e["type"] == ev.RUN_STARTED)["data"]
+        assert started["strategy"] == "ddp" and started["world_size"] == 2
+        on_ray = history(http, runs["ray"]["run_id"])
+        assert len(on_ray) == 4 * HP["epochs"] + 2, on_ray  # train/val each epoch, test once
+        assert on_ray == history(http, runs["distributed"]["run_id"])
+
+
+def test_a_ddp_run_on_ray_train_cancels_at_an_epoch_end(server, model_id):
+    with server.http() as http:
+        queued = http.post(f"/api/models/{model_id}/train",
+                           json={**DDP, "limit": 2000, "hyperparams": {"epochs": 300}})
+        assert queued.status_code == 202, queued.text
+        run_id = queued.json()["run_id"]
+        wait_until(http, run_id, lambda r: r["epoch"] >= 1)
+        refused = http.post(f"/api/runs/{run_id}/pause")  # Ray Train's ranks checkpoint nothing
+        assert refused.status_code == 409 and "cannot pause this run" in refused.text, \
+            refused.text
+        assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        run = wait_run(http, run_id, timeout=120)
+        assert run["state"] == "cancelled" and 1 <= run["epoch"] < 300, run
+        types = [e["type"] for e in http.get(f"/api/runs/{run_id}/events").json()["events"]]
+        assert types.count(ev.RUN_CANCELLED) == 1 and ev.RUN_COMPLETED not in types
+
+
+def test_pipeline_on_ray_is_refused_naming_strategy(server, model_id):
     with server.http() as http:
         refused = http.post(f"/api/models/{model_id}/train",
-                            json={**TRAIN, "strategy": "ddp", "world_size": 2})
+                            json={**TRAIN, "strategy": "pipeline", "world_size": 2})
         assert refused.status_code == 422, refused.text
-        assert any(e.startswith("strategy: strategy 'ddp' is not available on target 'ray'")
-                   for e in refused.json()["errors"]), refused.text
+        assert any(e.startswith("strategy: strategy 'pipeline' is not available on target "
+                                "'ray'") for e in refused.json()["errors"]), refused.text
