@@ -201,3 +201,25 @@ def test_pipeline_on_ray_is_refused_naming_strategy(server, model_id):
         assert refused.status_code == 422, refused.text
         assert any(e.startswith("strategy: strategy 'pipeline' is not available on target "
                                 "'ray'") for e in refused.json()["errors"]), refused.text
+
+
+@pytest.mark.parametrize("device, world, resources, expected", [
+    ("cpu", 2, {"CPU": 2, "GPU": 2}, False),
+    ("auto", 2, {"CPU": 4, "GPU": 2}, True),
+    ("auto", 2, {"CPU": 4, "GPU": 1}, False),
+    ("cpu", 4, {"CPU": 2}, "world_size: 4 Ray Train workers need 4 CPUs; the Ray cluster has 2"),
+    ("cuda", 2, {"CPU": 4, "GPU": 1}, "device 'cuda': 2 ranks need 2 GPUs; the Ray cluster has 1"),
+])
+def test_a_ddp_run_that_the_ray_cluster_cannot_hold_fails_saying_why(device, world, resources,
+                                                                     expected):
+    """Checked before Ray Train starts: its workers would wait for resources forever."""
+    from workbench.executors.ray_executor import _ddp_uses_gpu
+    from workbench.train.job import RunSpec
+
+    spec = RunSpec(run_id="r", architecture=mlp(16), hyperparams=HP, device=device,
+                   strategy="ddp", world_size=world)
+    if isinstance(expected, bool):
+        assert _ddp_uses_gpu(spec, resources) is expected
+    else:
+        with pytest.raises(RuntimeError, match=expected):
+            _ddp_uses_gpu(spec, resources)
