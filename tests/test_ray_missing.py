@@ -3,7 +3,8 @@ MLP API, a /api/v1 job, a sweep) answers 422 naming ``target`` and what to insta
 and stores nothing; the providers list shows the target "not installed" with the same hint,
 and it is no outage in the network's uptime. Where Ray is installed, its import is blocked
 the way a missing package fails (``sys.modules["ray"] = None``); the check itself is the real
-one."""
+one. With Ray but not Ray Train (its ``pyarrow`` blocked the same way), a DDP run on ``ray`` is
+422 naming ``strategy`` and what to install."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ HINT = 'target: ray needs `pip install "nn-workbench[ray]"`'
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
+    yield from _client_without(tmp_path, monkeypatch, "ray")
+
+
+@pytest.fixture
+def client_without_ray_train(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    yield from _client_without(tmp_path, monkeypatch, "pyarrow")  # one of ray[train]'s own
+
+
+def _client_without(tmp_path, monkeypatch, module: str):
     from fastapi.testclient import TestClient
 
     from workbench.api.app import create_app
@@ -27,7 +38,7 @@ def client(tmp_path, monkeypatch):
     from workbench.service import Workbench
     from workbench.store import Store
 
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as without the extra
+    monkeypatch.setitem(sys.modules, module, None)  # its import fails as without the extra
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
     monkeypatch.setenv("WORKBENCH_OFFLINE", "1")
     get_settings.cache_clear()
@@ -75,3 +86,19 @@ def test_every_face_refuses_target_ray_saying_what_to_install(client):
     assert ray_row["status"] == "not installed" and "nn-workbench[ray]" in ray_row["name"]
     # an extra this server lacks is no outage of its network
     assert client.get("/api/v1/analytics/stats").json()["data"]["network_uptime"] == 100.0
+
+
+def test_ddp_on_ray_without_ray_train_is_422_saying_what_to_install(client_without_ray_train):
+    client = client_without_ray_train
+    model_id = client.post("/api/models", json={"architecture": mlp(16),
+                                                "hyperparams": quick_hyperparams()}
+                           ).json()["model_id"]
+    refused = _refused(client.post(f"/api/models/{model_id}/train", json={
+        "target": "ray", "strategy": "ddp", "world_size": 2, "limit": 100}))
+    assert "strategy: strategy 'ddp' on target 'ray' needs Ray Train: `pip install " \
+        '"nn-workbench[ray]"`' in refused and "missing here: pyarrow" in refused, refused
+    assert client.get("/api/runs").json()["items"] == []
+    # a single-process run on Ray needs no Ray Train (not started here: it would start Ray)
+    from workbench.executors.targets import choose
+
+    assert choose("ray") == ("ray", {})

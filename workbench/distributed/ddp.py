@@ -4,11 +4,16 @@
 *summed* cross-entropy times ``W / B`` (``W`` ranks, ``B`` samples in the global batch), so the
 averaged gradient is that of the global batch-mean loss even when slices differ in size (a short
 last batch): the same update as the single-process engine, same batches in the same order.
+
+``should_stop`` (asked on rank 0 at the end of each epoch, the ranks' one sync point) ends
+every rank there and the run with ``run.cancelled``: Ray Train's workers stop this way; local
+and worker ranks are stopped by their coordinator instead.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,8 +39,8 @@ from .common import (
 from .job import DistJob
 
 
-def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
-              sink: ev.Sink) -> nn.Sequential | None:
+def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device, sink: ev.Sink,
+              should_stop: Callable[[], bool] | None = None) -> nn.Sequential | None:
     """Train this rank's replica for the whole job; rank 0 returns the trained model (CPU)."""
     arch, hp = job.run.parsed()
     world, run_id = job.world_size, job.run.run_id
@@ -70,6 +75,7 @@ def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
         return logits, F.cross_entropy(logits, yb, reduction="sum") * world / b
 
     stopper, global_step, stop = EarlyStopping(hp.early_stopping_patience, hp.min_delta), 0, False
+    cancelled = False
     for epoch in range(1, hp.epochs + 1):
         net.train()
         t0 = time.perf_counter()
@@ -95,7 +101,7 @@ def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
         step_losses = [sums[s] / order.size(s) for s in slots]
         gathered: list[Any] | None = [None] * world if rank == 0 else None
         dist.gather_object((fwd_s, bwd_s, local_samples), gathered, dst=0)
-        decision = [False]
+        decision = [False, False]  # stop early, cancelled
         if rank == 0:
             assert gathered is not None
             model.eval()
@@ -116,13 +122,16 @@ def train_ddp(job: DistJob, rank: int, splits: Any, device: torch.device,
             emit_steps(sink, run_id, epoch, global_step - order.steps_per_epoch, slots,
                        step_losses)
             sink(ev.make_event(ev.EPOCH, run_id, **metrics))
-            decision = [stopper.update(metrics)]
+            decision = [stopper.update(metrics), bool(should_stop and should_stop())]
         dist.broadcast_object_list(decision, src=0)
-        stop = decision[0]
-        if stop:
+        stop, cancelled = decision
+        if stop or cancelled:
             break
 
     if rank != 0:
+        return None
+    if cancelled:
+        sink(ev.make_event(ev.RUN_CANCELLED, run_id, epoch=epoch, step=global_step))
         return None
     # Scored on the test split like a single-process run, so its summary has test metrics.
     evaluation = score_on_test_split(logits_module(model), splits, run_id, epoch=epoch)

@@ -10,6 +10,8 @@ relay and calls the sink, so the owner stays the one writer of the store. ``canc
 task to stop at its next step (``run.cancelled``, like every other target); a task that does
 not stop within ``CANCEL_GRACE_S`` (still waiting for a CPU, or stuck) is ``ray.cancel``-ed.
 The cluster's workers need nn-workbench installed (a local Ray uses this Python).
+A ``strategy: ddp`` run trains as a Ray Train job instead (:mod:`.ray_ddp`), its rank 0's
+events through the same relay.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from .. import events as ev
 from ..train.job import RunSpec
 from .base import LiveHandles
+from .ray_ddp import ddp_task
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +62,77 @@ class _Relay:
         self._asks.pop(run_id, None)
 
 
-def _train_task(spec: dict[str, Any], relay: Any) -> None:
-    """The Ray task: train ``spec`` here, pushing events to ``relay`` every ``POLL_S``."""
-    import ray
+def _ddp_uses_gpu(spec: RunSpec, resources: dict[str, float]) -> bool:
+    """Whether a DDP run's Ray Train workers take a GPU each (``cuda``; ``auto`` where the
+    cluster has one per rank); raises when the cluster cannot hold its ranks at all."""
+    world = spec.world_size
+    gpus = resources.get("GPU", 0)
+    if spec.device.startswith("cuda"):
+        if gpus < world:  # Ray Train would wait forever for them
+            raise RuntimeError(f"device {spec.device!r}: {world} ranks need {world} GPUs; the "
+                               f"Ray cluster has {gpus:g}")
+        return True
+    if resources.get("CPU", 0) < world:
+        raise RuntimeError(f"world_size: {world} Ray Train workers need {world} CPUs; the Ray "
+                           f"cluster has {resources.get('CPU', 0):g}")
+    return spec.device == "auto" and gpus >= world
 
+
+class RelayLink:
+    """Where a Ray process trains: buffers its events and pushes them to the relay every
+    ``POLL_S`` on a thread of its own; what the owner asked comes back as ``stop``/``pause``."""
+
+    def __init__(self, run_id: str, relay: Any):
+        self.run_id, self._relay = run_id, relay
+        self.stop, self.pause, self._done = threading.Event(), threading.Event(), threading.Event()
+        self._lock = threading.Lock()
+        self._buffer: list[dict[str, Any]] = []
+        self._pumper = threading.Thread(target=self._pump, name=f"ray-events-{run_id}",
+                                        daemon=True)
+
+    def sink(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            self._buffer.append(event)
+
+    def flush(self) -> None:
+        import ray
+
+        with self._lock:
+            batch = self._buffer[:]
+            self._buffer.clear()
+        asks = ray.get(self._relay.push.remote(self.run_id, batch))
+        if "cancel" in asks:
+            self.stop.set()
+        if "pause" in asks:
+            self.pause.set()
+
+    def _pump(self) -> None:
+        while not self._done.wait(POLL_S):
+            self.flush()
+
+    def __enter__(self) -> RelayLink:
+        self.flush()  # a cancel asked while the task waited for a CPU stops it at once
+        self._pumper.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._pumper.join()
+        self.flush()  # every event is in the relay before the task's result is
+
+
+def _train_task(spec: dict[str, Any], relay: Any) -> None:
+    """The Ray task: train ``spec`` here, its events going to ``relay``."""
     from ..train.job import execute, set_training_threads
     from .worker import _nan_safe
 
-    run_id = spec["run_id"]
-    stop, pause, done = threading.Event(), threading.Event(), threading.Event()
-    lock = threading.Lock()
-    buffer: list[dict[str, Any]] = []
-
-    def sink(event: dict[str, Any]) -> None:
-        with lock:
-            buffer.append(event)
-
-    def flush() -> None:
-        with lock:
-            batch = buffer[:]
-            buffer.clear()
-        asks = ray.get(relay.push.remote(run_id, batch))
-        if "cancel" in asks:
-            stop.set()
-        if "pause" in asks:
-            pause.set()
-
-    def pump() -> None:
-        while not done.wait(POLL_S):
-            flush()
-
-    flush()  # a cancel asked while the task waited for a CPU stops it at its first step
-    pumper = threading.Thread(target=pump, name=f"ray-events-{run_id}", daemon=True)
-    pumper.start()
-    set_training_threads()  # the local worker's thread policy: equal results on equal CPUs
-    try:
-        execute(spec, sink=_nan_safe(sink), should_stop=stop.is_set, should_pause=pause.is_set)
-    except Exception:  # already reported as a run.failed event by execute/train
-        pass
-    finally:
-        done.set()
-        pumper.join()
-        flush()  # every event is in the relay before the task's result is
+    with RelayLink(spec["run_id"], relay) as link:
+        set_training_threads()  # the local worker's thread policy: equal results on equal CPUs
+        try:
+            execute(spec, sink=_nan_safe(link.sink), should_stop=link.stop.is_set,
+                    should_pause=link.pause.is_set)
+        except Exception:  # already reported as a run.failed event by execute/train
+            pass
 
 
 class RayRunHandle:
@@ -108,6 +140,7 @@ class RayRunHandle:
 
     def __init__(self, spec: RunSpec, sink: ev.Sink, executor: RayExecutor):
         self.run_id = spec.run_id
+        self.can_pause = spec.strategy != "ddp"  # Ray Train's ranks checkpoint nothing
         self._sink = sink
         self._executor = executor
         self._done = threading.Event()
@@ -137,7 +170,7 @@ class RayRunHandle:
     def _run(self, spec: RunSpec) -> None:
         error = "the Ray task ended without a result"
         try:
-            ray, relay, train = self._executor.connect()
+            ray, relay, train, ddp = self._executor.connect()
             with self._lock:
                 self._relay = relay
                 asked = sorted(self._asked)
@@ -145,16 +178,21 @@ class RayRunHandle:
                 relay.ask.remote(self.run_id, what)
             if self._cancel.is_set():
                 return
-            options: dict[str, Any] = {"num_cpus": 1}
-            if spec.device.startswith("cuda"):
-                if not ray.cluster_resources().get("GPU"):  # the task would wait forever
-                    raise RuntimeError(f"device {spec.device!r}: the Ray cluster has no GPU; "
-                                       "use 'auto' or 'cpu'")
-                options["num_gpus"] = 1
-                spec = spec.model_copy(update={"device": "cuda"})  # Ray's GPU is cuda:0 there
+            if spec.strategy == "ddp":
+                task = ddp.remote(spec.model_dump(mode="json"), self._relay,
+                                  _ddp_uses_gpu(spec, ray.cluster_resources()))
+            else:
+                options: dict[str, Any] = {"num_cpus": 1}
+                if spec.device.startswith("cuda"):
+                    if not ray.cluster_resources().get("GPU"):  # it would wait forever
+                        raise RuntimeError(f"device {spec.device!r}: the Ray cluster has no "
+                                           "GPU; use 'auto' or 'cpu'")
+                    options["num_gpus"] = 1
+                    spec = spec.model_copy(update={"device": "cuda"})  # Ray's GPU is cuda:0
+                task = train.options(**options).remote(spec.model_dump(mode="json"),
+                                                       self._relay)
             with self._lock:
-                self._ref = train.options(**options).remote(
-                    spec.model_dump(mode="json"), self._relay)
+                self._ref = task
             while True:
                 ready, _ = ray.wait([self._ref], timeout=POLL_S)
                 for event in ray.get(self._relay.take.remote(self.run_id)):
@@ -234,8 +272,9 @@ class RayExecutor:
         self._connected: tuple[Any, Any, Any] | None = None
         self._started_ray = False  # this executor called ray.init: close() leaves Ray
 
-    def connect(self) -> tuple[Any, Any, Any]:
-        """``(ray, relay actor, remote train function)``, connecting to Ray on first use."""
+    def connect(self) -> tuple[Any, Any, Any, Any]:
+        """``(ray, relay actor, remote train function, remote DDP driver)``, connecting to Ray
+        on first use."""
         with self._connect_lock:
             if self._connected is not None:
                 return self._connected
@@ -252,7 +291,9 @@ class RayExecutor:
                 self._started_ray = True
             relay = ray.remote(num_cpus=0)(_Relay).remote()
             train = ray.remote(max_retries=0)(_train_task)
-            self._connected = (ray, relay, train)
+            # The driver only waits for its Ray Train workers: it takes no CPU of theirs.
+            ddp = ray.remote(num_cpus=0, max_retries=0)(ddp_task)
+            self._connected = (ray, relay, train, ddp)
             return self._connected
 
     def submit(self, spec: RunSpec, sink: ev.Sink) -> RayRunHandle:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ..outbound import OutboundRefused, check_host
 from .distributed import DEFAULT_WORLD_SIZE, DISTRIBUTED
+from .ray_ddp import ray_train_missing
 from .ray_executor import RAY, ray_missing
 from .registry import LOCAL
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ..service import Workbench
 
 STRATEGIES = ("single", "ddp", "pipeline")
+MAX_RAY_WORKERS = 64  # a DistJob's world size bound; the cluster's CPUs are checked at start
 WORKER_TIMEOUT_S = 3.0  # a worker's /health answers in milliseconds
 
 
@@ -49,9 +51,7 @@ def choose(target: str | None, *, strategy: str = "single",
                               "'pipeline'")
         return target or LOCAL, {}
     if target == RAY:
-        raise TargetError("strategy", f"strategy {strategy!r} is not available on target "
-                          f"{RAY!r} yet (Ray runs single-process runs and sweep trials); use "
-                          f"target {DISTRIBUTED!r}")
+        return RAY, ray_ddp_overrides(strategy, world_size)
     if target not in (None, LOCAL, DISTRIBUTED):
         raise TargetError("target", f"strategy {strategy!r} runs on the {DISTRIBUTED!r} target "
                           f"(local rank processes), not on {target!r}; use global_node_urls "
@@ -59,6 +59,21 @@ def choose(target: str | None, *, strategy: str = "single",
     size = DEFAULT_WORLD_SIZE if world_size is None else world_size
     check_local_world_size(size)
     return DISTRIBUTED, {"strategy": strategy, "world_size": size}
+
+
+def ray_ddp_overrides(strategy: str, world_size: int | None) -> dict[str, Any]:
+    """A DDP run on Ray (a Ray Train job of ``world_size`` workers): its RunSpec overrides."""
+    if strategy != "ddp":
+        raise TargetError("strategy", f"strategy {strategy!r} is not available on target "
+                          f"{RAY!r} (Ray trains 'single' and 'ddp' runs); use target "
+                          f"{DISTRIBUTED!r}")
+    if missing := ray_train_missing():
+        raise TargetError("strategy", missing)
+    size = DEFAULT_WORLD_SIZE if world_size is None else world_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_RAY_WORKERS:
+        raise TargetError("world_size", f"must be between 1 and {MAX_RAY_WORKERS} (Ray Train "
+                          f"workers), got {size!r}")
+    return {"strategy": strategy, "world_size": size}
 
 
 def check_available(target: str | None) -> None:

@@ -53,10 +53,11 @@ def pause(wb: Workbench, run_id: str) -> RunRecord:
         wb.record_event(ev.make_event(ev.RUN_PAUSED, run_id, epoch=run.epoch))
         return wb.get_run(run_id)
     handle = wb._active_handle(run_id)
-    pause_fn = getattr(handle, "pause", None)
+    # can_pause: a handle whose target pauses some runs only (Ray: not a DDP run)
+    pause_fn = getattr(handle, "pause", None) if getattr(handle, "can_pause", True) else None
     if handle is None or pause_fn is None:
         where = "is not training in this server" if handle is None else \
-            f"trains on target {run.target!r}, which cannot pause a run"
+            f"trains on target {run.target!r}, which cannot pause this run"
         raise Conflict(f"run {run_id} {where}; pause works for runs training on 'local' "
                        "(cancel stops any run)")
     pause_fn()
