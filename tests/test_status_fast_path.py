@@ -6,6 +6,8 @@ so a revoked key, a missing key, an unknown run or a query string get the route'
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 AUTH = {"Authorization": "Bearer wb_fast_path_admin"}
@@ -97,3 +99,29 @@ def test_everything_else_gets_the_routes_answer(app_client, case):
     assert (got.status_code, got.json()) == (expected.status_code, expected.json())
     if case != "query":
         assert got.status_code in (401, 404), got.text
+
+
+@pytest.mark.parametrize("otel_env", [False, True])
+def test_fastapi_telemetry_is_on_only_when_opentelemetry_is_configured(tmp_path, monkeypatch,
+                                                                       otel_env):
+    from workbench.api.app import create_app
+    from workbench.config import get_settings
+    from workbench.service import Workbench
+    from workbench.store import Store
+
+    for name in [n for n in os.environ if n.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    if otel_env:
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "workbench")
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().opentelemetry is otel_env
+        app = create_app(Workbench(Store(tmp_path / "wb.duckdb")), token="wb_t", close_service=True)
+        config = getattr(app, "_telemetry", None)
+        if config is None:
+            pytest.skip("this FastAPI has no native telemetry")
+        assert config["tracing"] is otel_env and config["metrics"] is otel_env
+        app.state.service.close()
+    finally:
+        get_settings.cache_clear()

@@ -107,6 +107,11 @@ class Settings(BaseModel):
     )
     offline: bool = Field(default=False, doc="WORKBENCH_OFFLINE=1: never touch the network")
     workers: int = Field(default=2, ge=1, doc="WORKBENCH_WORKERS: runs training at once")
+    opentelemetry: bool = Field(
+        default=False,
+        doc="any OTEL_* variable: FastAPI's native OpenTelemetry stays on (otherwise off: it "
+            "looks up the global providers on every request)",
+    )
     worker_nice: int = Field(
         default=0, ge=0, le=19,
         doc="WORKBENCH_WORKER_NICE: niceness of local training workers (higher: the server "
@@ -219,6 +224,7 @@ def get_settings() -> Settings:
         values["fashion_mnist_dir"] = Path(fashion)
     if workers := _env("WORKBENCH_WORKERS"):
         values["workers"] = int(workers)
+    values["opentelemetry"] = any(name.startswith("OTEL_") for name in os.environ)
     if nice := _env("WORKBENCH_WORKER_NICE"):
         values["worker_nice"] = int(nice)
     limits = {field: int(raw) for field, name in _LIMIT_ENV.items() if (raw := _env(name))}

@@ -96,6 +96,7 @@ def create_app(
     app = FastAPI(
         title="nn-workbench", version=__version__, description=DESCRIPTION, lifespan=lifespan,
         docs_url=f"{API_PREFIX}/explorer", redoc_url=None, openapi_url=f"{API_PREFIX}/openapi.json",
+        **_telemetry_options(settings.opentelemetry),
     )
     app.state.service = service
     app.state.keyring = keyring
@@ -126,6 +127,17 @@ def create_app(
     app.add_middleware(DocumentSocket)
     _install_openapi(app)
     return app
+
+
+def _telemetry_options(wanted: bool) -> dict[str, Any]:
+    """FastAPI's native OpenTelemetry (newer FastAPI) looks up the global providers on every
+    request, about a quarter of a status read's CPU; with no OTEL_* setting nobody configured
+    them, so it is switched off."""
+    import inspect
+
+    if wanted or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _default_service() -> Workbench:
