@@ -42,7 +42,7 @@ _CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer
 # Fixed column widths (px): Tabulator then lays the table out without measuring every cell of
 # every column (its fitData took a good part of the tab's first show with 10,000 runs). Wide
 # enough for the values the store writes (ids are 34 characters, times 19) and the headers.
-_WIDTHS = {"run_id": 260, "model_id": 260, "param_id": 260, "name": 160, "experiment": 130,
+_WIDTHS = {"run_id": 290, "model_id": 290, "param_id": 290, "name": 160, "experiment": 130,
            "tags": 130, "notes": 180, "error": 220, "model": 130, "architecture": 170,
            "state": 100, "dataset": 120, "target": 90, "device": 90, "optimizer": 100,
            "best_val_accuracy": 170}
@@ -145,7 +145,7 @@ class RunsView(Viewer):
         )
         self._table.param.watch(self._on_select, "selection")
         self.compare = CompareView(state)
-        self._history = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=320,
+        self._history = pn.pane.Plotly(None, sizing_mode="stretch_width", height=320,
                                        config=CHART_CONFIG, css_classes=["chart-tflops-history"],
                                        visible=False)
         self._sql_result = pn.widgets.Tabulator(
@@ -199,7 +199,7 @@ class RunsView(Viewer):
     @param.depends("show_history", watch=True)
     def _draw_history(self) -> None:
         self._history.visible = self.show_history
-        self._history.object = tflops_history(self._rows) if self.show_history else go.Figure()
+        self._history.object = tflops_history(self._rows) if self.show_history else None
 
     def _load_experiments(self) -> None:
         """The Experiment choices (every experiment, newest activity first) and their
