@@ -16,7 +16,6 @@ from typing import Any
 import pandas as pd
 import panel as pn
 import param
-import plotly.graph_objects as go
 from panel.viewable import Viewer
 
 from ..service.charts import CHART_CONFIG, metric_figure, parallel_figure, scatter_figure
@@ -66,11 +65,12 @@ class CompareView(Viewer):
         self._diff = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["compare-diff"])
         self._charts = pn.Column(sizing_mode="stretch_width", css_classes=["compare-charts"])
         # Hidden until there is something to plot: a browser draws parallel coordinates with
-        # WebGL (software-rendered without a GPU), over 2,000 runs that took seconds.
-        self._parallel = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=360,
+        # WebGL (software-rendered without a GPU), over 2,000 runs that took seconds. Empty
+        # until then (no figure: a process's first one loads plotly's template, ~0.2 s).
+        self._parallel = pn.pane.Plotly(None, sizing_mode="stretch_width", height=360,
                                         config=CHART_CONFIG, css_classes=["chart-parallel"],
                                         visible=False)
-        self._scatter = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=340,
+        self._scatter = pn.pane.Plotly(None, sizing_mode="stretch_width", height=340,
                                        config=CHART_CONFIG, css_classes=["chart-scatter"],
                                        visible=False)
         self._load()
@@ -142,7 +142,7 @@ class CompareView(Viewer):
         rows = self.plotted_rows()
         self._parallel.visible = self._scatter.visible = bool(rows)
         if not rows:  # nothing drawn, and no figure built for nothing
-            self._parallel.object = self._scatter.object = go.Figure()
+            self._parallel.object = self._scatter.object = None
             return
         self._parallel.object = parallel_figure(rows, list(self.parallel_params),
                                                 self.parallel_metric)

@@ -19,6 +19,7 @@ from panel.viewable import Viewer
 from ..service.charts import CHART_CONFIG
 from ..store.entities import RUN_STATES, RunRecord
 from ..store.runs_table import COLUMNS
+from .after_paint import fill_after_paint
 from .compare import CompareView
 from .state import AppState
 from .theme import escape_markdown, html
@@ -37,6 +38,23 @@ _CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer
                   "final_val_loss", "final_train_loss", "test_accuracy", "test_loss",
                   "samples_per_s", "total_tflops", "device", "state",
                   "finished_at", "created_at"]
+
+# Fixed column widths (px): Tabulator then lays the table out without measuring every cell of
+# every column (its fitData took a good part of the tab's first show with 10,000 runs). Wide
+# enough for the values the store writes (ids are 34 characters, times 19) and the headers.
+_WIDTHS = {"run_id": 290, "model_id": 290, "param_id": 290, "name": 160, "experiment": 130,
+           "tags": 130, "notes": 180, "error": 220, "model": 130, "architecture": 170,
+           "state": 100, "dataset": 120, "target": 90, "device": 90, "optimizer": 100,
+           "best_val_accuracy": 170}
+
+
+def column_width(column: str) -> int:
+    """The table's width of ``column``: its own, a time's, or its header's (numbers)."""
+    if column in _WIDTHS:
+        return _WIDTHS[column]
+    if column.endswith("_at"):
+        return 160
+    return max(80, 9 * len(column) + 32)  # header text and the sort arrow
 
 
 def all_runs(service: Any, **filters: Any) -> list[RunRecord]:
@@ -123,10 +141,11 @@ class RunsView(Viewer):
             pagination="remote", page_size=12, sizing_mode="stretch_width", show_index=False,
             disabled=True, header_filters=False, css_classes=["runs-table"], height=420,
             formatters={"best_val_accuracy": {"type": "progress", "max": 1, "legend": True}},
+            widths={c: column_width(c) for c in COLUMNS},
         )
         self._table.param.watch(self._on_select, "selection")
         self.compare = CompareView(state)
-        self._history = pn.pane.Plotly(go.Figure(), sizing_mode="stretch_width", height=320,
+        self._history = pn.pane.Plotly(None, sizing_mode="stretch_width", height=320,
                                        config=CHART_CONFIG, css_classes=["chart-tflops-history"],
                                        visible=False)
         self._sql_result = pn.widgets.Tabulator(
@@ -180,7 +199,7 @@ class RunsView(Viewer):
     @param.depends("show_history", watch=True)
     def _draw_history(self) -> None:
         self._history.visible = self.show_history
-        self._history.object = tflops_history(self._rows) if self.show_history else go.Figure()
+        self._history.object = tflops_history(self._rows) if self.show_history else None
 
     def _load_experiments(self) -> None:
         """The Experiment choices (every experiment, newest activity first) and their
@@ -288,11 +307,6 @@ class RunsView(Viewer):
         refresh.on_click(lambda _: self.refresh())
         open_live = w.Button(label="Open in live view", width=150, color="primary")
         open_live.on_click(lambda _: self.open_selected())
-        save = w.Button(label="Save", width=80, color="primary", css_classes=["save-run"])
-        save.on_click(lambda _: self.save_edits())
-        run = w.Button(label="Run query", color="primary", css_classes=["run-sql"],
-                       width=120)
-        run.on_click(lambda _: self.run_sql())
         search = w.TextInput.from_param(
             self.param.query, name="Filter", sizing_mode="stretch_width",
             placeholder="val_accuracy > 0.9 and optimizer = adam and tag:baseline",
@@ -307,6 +321,19 @@ class RunsView(Viewer):
             w.MultiChoice.from_param(self.param.columns, name="Columns", width=320),
             pn.Column(pn.Row(refresh, open_live), margin=(18, 0)),
         )
+        # The controls below the table come once the browser has painted it (see after_paint).
+        below = fill_after_paint(self._below, sizing_mode="stretch_width", margin=0)
+        return pn.Column(search, self._query_error_view, filters, self._experiment_note,
+                         self._count_view, self._table, below, sizing_mode="stretch_width")
+
+    def _below(self) -> list[Any]:
+        """Edit the selected run, compare, the TFLOPS history and the SQL box."""
+        w = pn.widgets
+        save = w.Button(label="Save", width=80, color="primary", css_classes=["save-run"])
+        save.on_click(lambda _: self.save_edits())
+        run = w.Button(label="Run query", color="primary", css_classes=["run-sql"],
+                       width=120)
+        run.on_click(lambda _: self.run_sql())
         edit = pn.FlexBox(
             w.TextInput.from_param(self.param.edit_name, name="Name", width=180,
                                    css_classes=["edit-name"]),
@@ -319,7 +346,7 @@ class RunsView(Viewer):
         sql_box = w.TextAreaInput.from_param(
             self.param.sql, name="Read-only SQL (DuckDB)", height=110,
             sizing_mode="stretch_width", css_classes=["sql-input"])
-        below = [
+        return [
             html("<h3 class='wb-h'>Selected run</h3>"), edit, self._edit_error_view,
             html("<h3 class='wb-h'>Compare the selected runs</h3>"), self.compare,
             w.Checkbox.from_param(self.param.show_history,
@@ -329,22 +356,3 @@ class RunsView(Viewer):
             html("<h3 class='wb-h'>Ad-hoc SQL</h3>"),
             sql_box, run, self._sql_error_view, self._sql_result,
         ]
-        return pn.Column(search, self._query_error_view, filters, self._experiment_note,
-                         self._count_view,
-                         self._table, self._later(below), sizing_mode="stretch_width")
-
-    @staticmethod
-    def _later(parts: list[Any]) -> pn.Column:
-        """``parts`` in a column filled one server tick after the tab is sent, when served: the
-        browser shows the table first instead of laying out every control below it at once."""
-        column = pn.Column(sizing_mode="stretch_width", margin=0)
-        doc = pn.state.curdoc
-
-        def fill() -> None:
-            column.objects = parts
-
-        if doc is not None and doc.session_context is not None:
-            pn.state.execute(fill, schedule=True)
-        else:
-            fill()
-        return column
