@@ -7,32 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from workbench.config import get_settings
 from workbench.executors.registry import install
-from workbench.service import Workbench
-from workbench.store import Store
 
 # Kernels and rank processes each import torch: generous on a loaded machine.
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    home = tmp_path_factory.mktemp("wbhome")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WORKBENCH_HOME", str(home))
-        mp.setenv("WORKBENCH_OFFLINE", "1")
-        mp.delenv("WORKBENCH_SERVER_URL", raising=False)
-        get_settings.cache_clear()
-        store = Store()
-        wb = Workbench(store)
-        install(wb)  # the server's targets, as mount_v1 installs them
-        try:
-            yield wb
-        finally:
-            wb.close()
-            store.close()
-    get_settings.cache_clear()
+def service(offline_service):
+    install(offline_service)  # the server's targets, as mount_v1 installs them
+    return offline_service
 
 
 def sweep_on(target: str, trials: int) -> dict:
