@@ -132,6 +132,7 @@ def _insert_metrics(con: duckdb.DuckDBPyConnection, run_id: str, columns: dict[s
         con.unregister(view)
 
 
+_EVENTS = "events (id, run_id, type, time, data)"  # the columns every event insert gives
 STEP_BATCH = 64  # buffered step events written together at most
 STEP_FLUSH_S = 1.0  # a buffered step waits at most this long for the next event
 
@@ -205,9 +206,12 @@ class EventsMixin:
     def _append_event(
         self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str, when: datetime, data: Any
     ) -> int:
+        return self._insert_event(con, run_id, type_, when, dumps(data))
+
+    def _insert_event(self, con: duckdb.DuckDBPyConnection, run_id: str, type_: str,
+                      when: datetime, text: str) -> int:
         event_id = self._event_ids(con, 1)[0]
-        con.execute("INSERT INTO events (id, run_id, type, time, data) VALUES (?, ?, ?, ?, ?)",
-                    [event_id, run_id, type_, when, dumps(data)])
+        _insert_rows(con, _EVENTS, [[event_id, run_id, type_, when, text]])
         return event_id
 
     # -- coalesced step events -----------------------------------------------------------------
@@ -251,7 +255,7 @@ class EventsMixin:
             rows = [[p.event_id, p.run_id, ev.STEP, p.when, dumps(p.data)] for p in pending]
             metrics = [p.metric for p in pending if p.metric is not None]
             with self._tx() as con:  # one multi-row INSERT each (executemany runs per row)
-                _insert_rows(con, "events (id, run_id, type, time, data)", rows)
+                _insert_rows(con, _EVENTS, rows)
                 _insert_rows(con, "metrics", metrics)
 
     def _pending_events(self, run_id: str, after_id: int) -> list[dict[str, Any]]:
@@ -350,13 +354,8 @@ class EventsMixin:
         """``_append_event`` for large data: orjson (non-finite floats become null)."""
         import orjson
 
-        event_id = self._event_ids(con, 1)[0]
-        con.execute(
-            "INSERT INTO events (id, run_id, type, time, data) VALUES (?, ?, ?, ?, ?)",
-            [event_id, run_id, type_, when,
-             orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode()],
-        )
-        return event_id
+        return self._insert_event(con, run_id, type_, when,
+                                  orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode())
 
     def event_of_type(self, run_id: str, type_: str) -> dict[str, Any] | None:
         """The first logged event of ``type_`` of a run (its data, time and id), or None."""
