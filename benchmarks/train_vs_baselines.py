@@ -4,7 +4,8 @@ Three ways to train the same 784-256-128-10 ReLU MLP on the same normalized tens
 one run on one machine:
 
 - ``engine``: ``workbench.train.train`` (device-resident data, seeded permutation slicing, one
-  host sync per epoch, the optimizer implementation it picks: fused where torch has it);
+  host sync per epoch, the optimizer implementation it picks: fused where torch has it, and
+  for a dense MLP on the CPU the step with its backward written out, ``train.mlp_step``);
 - ``plain``: the loop one writes by hand: the same data as tensors, ``x[perm[i:i+B]]`` per
   batch, ``torch.optim.Adam``/``SGD`` with torch's default implementation, the loss summed on
   the device and read once per epoch (no ``loss.item()`` per step);
@@ -90,7 +91,7 @@ def run_engine(splits, optimizer: str, batch_size: int, epochs: int) -> dict:
                    options=TrainOptions(device="cpu", include_weights_in_event=False))
     seconds = time.perf_counter() - t0
     return timed(epochs * len(splits.y_train), seconds, accuracy_on_test(result.model, splits),
-                 optimizer_impl=result.optimizer_impl,
+                 optimizer_impl=result.optimizer_impl, step_impl=result.step_impl,
                  best_epoch_samples_per_s=max(m["samples_per_s"] for m in result.history))
 
 

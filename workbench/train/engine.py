@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from ..model import build_model, encode_weights, load_weights, logits_module, mo
 from ..spec import Hyperparams, Network
 from .checkpoint import Checkpoint, capture, restore
 from .early_stopping import EarlyStopping
+from .mlp_step import MlpStep
 from .optim import Impl, make_optimizer, optimizer_impl
 from .steps import EagerStep, GraphedStep
 from .timing import peak_memory_bytes, phase_timer
@@ -44,6 +45,9 @@ class TrainOptions:
     # auto | fused | foreach | single_tensor: which torch optimizer implementation to run
     # (auto = fused where the device/dtype has it, else foreach, else single_tensor).
     optimizer_impl: Impl = "auto"
+    # auto: a dense MLP on the CPU runs its backward written out (train.mlp_step), anything
+    # else through autograd; autograd: always autograd (EagerStep).
+    step_impl: Literal["auto", "autograd"] = "auto"
     # Checkpoints (workbench.train.checkpoint): a ``checkpoint`` event every N epochs (0: only
     # when pausing), and the checkpoint a resumed run continues from (epochs keep numbering).
     checkpoint_every: int = 0
@@ -63,6 +67,7 @@ class TrainResult:
     paused: bool = False  # ended by a pause (a checkpoint was sent just before)
     device: str = "cpu"
     optimizer_impl: str = "single_tensor"  # the implementation that ran (optim.optimizer_impl)
+    step_impl: str = "autograd"  # what ran each step: mlp, autograd or cuda_graph
 
     @property
     def final_metrics(self) -> dict[str, Any]:
@@ -152,7 +157,10 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options,
         trainable = [p for p in model.parameters() if p.requires_grad]
         impl = opts.optimizer_impl
         optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph, impl=impl)
-        step: EagerStep | GraphedStep = EagerStep(net, optimizer, device)
+        step: EagerStep | GraphedStep | MlpStep = EagerStep(net, optimizer, device)
+        mlp_layers = MlpStep.plan(net) if opts.step_impl == "auto" else None
+        if device.type == "cpu" and mlp_layers is not None:
+            step = MlpStep(mlp_layers, optimizer, device)
         if use_graph:
             try:
                 step = GraphedStep(net, optimizer, device, batch_size, architecture.input_size)
@@ -185,6 +193,7 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options,
                 n_val=int(data.x_val.shape[0]),
                 batch_size=batch_size,
                 cuda_graph=use_graph,
+                step_impl=_step_impl(step),
                 optimizer_impl=optimizer_impl(optimizer),
                 flops_per_sample={"forward": cost.forward_flops, "backward": cost.backward_flops},
                 params=cost.params,
@@ -192,7 +201,8 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options,
             )
         )
         result = TrainResult(run_id=run_id, model=model, device=str(device),
-                             optimizer_impl=optimizer_impl(optimizer))
+                             optimizer_impl=optimizer_impl(optimizer),
+                             step_impl=_step_impl(step))
 
         def checkpoint(epoch: int) -> None:
             saved = capture(model=model, optimizer=optimizer, generator=generator,
@@ -284,6 +294,13 @@ def use_channels_last(architecture: Network, device: torch.device, wanted: bool 
         return wanted
     has_conv = any(layer.type == "conv2d" for layer in architecture.layers)
     return has_conv and device.type == "cpu"
+
+
+def _step_impl(step: EagerStep | GraphedStep | MlpStep) -> str:
+    """What runs a step, for the ``run.started`` event: cuda_graph, mlp or autograd."""
+    if isinstance(step, GraphedStep):
+        return "cuda_graph"
+    return "mlp" if isinstance(step, MlpStep) else "autograd"
 
 
 def _sampled_steps(steps: int, wanted: int) -> list[int]:
