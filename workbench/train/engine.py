@@ -226,7 +226,8 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options,
                     result.model = model.cpu()
                     return result
                 idx = perm[s * batch_size : (s + 1) * batch_size]
-                step.run(x[idx], y[idx], timer)  # (B, 784), (B,)
+                # index_select: a fifth of advanced indexing's cost for a batch gather
+                step.run(x.index_select(0, idx), y.index_select(0, idx), timer)  # (B, 784), (B,)
                 global_step += 1
                 if sample_slot < len(sampled) and s == sampled[sample_slot]:
                     step_losses[sample_slot].copy_(step.last_loss.detach())
