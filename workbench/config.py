@@ -253,6 +253,37 @@ def get_settings() -> Settings:
     return Settings(**values)
 
 
+
+# Read on every call, not cached with the settings: launchers and tests set these per process.
+WORKER_TOKEN_ENV = "WORKBENCH_WORKER_TOKEN"  # the worker's token, and what a coordinator sends
+WORKER_TOKENS_ENV = "WORKBENCH_WORKER_TOKENS"  # a coordinator's per-worker "host:port=token,..."
+
+
+def worker_token_env() -> str | None:
+    """WORKBENCH_WORKER_TOKEN, stripped; None when unset or blank."""
+    return (_env(WORKER_TOKEN_ENV) or "").strip() or None
+
+
+def worker_tokens_env() -> dict[str, str]:
+    """WORKBENCH_WORKER_TOKENS as ``{"host:port" (lower case): token}``."""
+    tokens = {}
+    for entry in (_env(WORKER_TOKENS_ENV) or "").replace(",", " ").split():
+        address, sep, token = entry.partition("=")
+        if sep and token.strip():
+            tokens[address.strip().lower()] = token.strip()
+    return tokens
+
+
+def track_exit_timeout_s() -> float:
+    """WORKBENCH_TRACK_EXIT_TIMEOUT_S: how long a tracked script waits at exit for its runs'
+    last points to reach the server (default 60)."""
+    raw = _env("WORKBENCH_TRACK_EXIT_TIMEOUT_S")
+    try:
+        return float(raw) if raw is not None else 60.0
+    except ValueError:
+        raise ValueError(f"WORKBENCH_TRACK_EXIT_TIMEOUT_S must be a number of seconds, "
+                         f"got {raw!r}") from None
+
 def _rate_limits() -> RateLimits:
     limits = RateLimits()
     if tier := _env("WORKBENCH_RATE_LIMIT_DEFAULT_TIER"):

@@ -49,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from ..config import WORKER_TOKEN_ENV, WORKER_TOKENS_ENV, worker_token_env, worker_tokens_env
 from ..files import create_private_file
 from .launch import RankProcess, describe_exit
 
@@ -73,8 +74,7 @@ def measure_score(seconds: float = 0.3, size: int = 512) -> tuple[str, float]:
 
 
 # ---- the worker's token ----------------------------------------------------------------------
-TOKEN_ENV = "WORKBENCH_WORKER_TOKEN"  # one token: the worker's, and what the coordinator sends
-TOKENS_ENV = "WORKBENCH_WORKER_TOKENS"  # the coordinator's per-worker tokens: "host:port=token,..."
+TOKEN_ENV, TOKENS_ENV = WORKER_TOKEN_ENV, WORKER_TOKENS_ENV  # (read in workbench.config)
 TOKEN_FILE = "worker.token"  # in WORKBENCH_HOME: a generated token, for same-machine coordinators
 MAX_TIMEOUT_S = 24 * 3600.0  # a job's rendezvous/collective timeout_s, at most
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a rank assignment (fine-tuning weights travel inline)
@@ -108,7 +108,7 @@ def worker_token(token_file: str | None = None) -> tuple[str, str, bool]:
     (generated there, mode 0600, on the first start without one)."""
     if token_file:
         return read_token(token_file), token_file, False
-    if env := os.environ.get(TOKEN_ENV, "").strip():
+    if env := worker_token_env():
         return env, TOKEN_ENV, False
     path = home_token_path()
     generated = False
@@ -134,12 +134,9 @@ def coordinator_token(host: str, port: int) -> str | None:
     ``WORKBENCH_WORKER_TOKENS`` (``host:port=token`` entries, comma or space separated) for
     that address, else ``WORKBENCH_WORKER_TOKEN``, else -- for a worker on this machine only --
     ``$WORKBENCH_HOME/worker.token`` (what a worker sharing the home generated)."""
-    wanted = f"{host}:{port}".lower()
-    for entry in os.environ.get(TOKENS_ENV, "").replace(",", " ").split():
-        address, sep, token = entry.partition("=")
-        if sep and token and address.strip().lower() == wanted:
-            return token.strip()
-    if env := os.environ.get(TOKEN_ENV, "").strip():
+    if token := worker_tokens_env().get(f"{host}:{port}".lower()):
+        return token
+    if env := worker_token_env():
         return env
     if _is_loopback(host):
         with contextlib.suppress(WorkerTokenError):

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config import track_exit_timeout_s
 from .run import FLUSH_INTERVAL_S, FLUSH_POINTS, SYSTEM_INTERVAL_S, Run, live_runs
 from .run import _remember as _remember_run
 
@@ -233,8 +233,8 @@ def _at_exit() -> None:
         try:
             if _uncaught is not None:
                 run.finish("failed", error=f"{type(_uncaught).__name__}: {_uncaught}",
-                           timeout=float(os.environ.get("WORKBENCH_TRACK_EXIT_TIMEOUT_S", 60)))
+                           timeout=track_exit_timeout_s())
             else:
-                run.finish(timeout=float(os.environ.get("WORKBENCH_TRACK_EXIT_TIMEOUT_S", 60)))
+                run.finish(timeout=track_exit_timeout_s())
         except Exception:
             log_.exception("workbench.track: could not finish %s at exit", run.run_id)
