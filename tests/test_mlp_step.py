@@ -9,6 +9,8 @@ from torch import nn
 
 from workbench import events as ev
 from workbench.data import load_splits
+from workbench.model import InputShape
+from workbench.netspec import NetSpec
 from workbench.spec import Architecture, Hyperparams
 from workbench.train import TrainOptions, train
 from workbench.train.mlp_step import MlpStep
@@ -79,6 +81,16 @@ def test_networks_it_cannot_take_are_refused(modules):
     assert MlpStep.plan(nn.Sequential(*modules)) is None
 
 
+def test_a_native_specs_input_reshape_and_flatten_are_taken():
+    linear = nn.Linear(784, 10)
+    assert MlpStep.plan(nn.Sequential(InputShape([784]), linear)) is not None
+    assert MlpStep.plan(nn.Sequential(InputShape([1, 28, 28]), nn.Flatten(), linear)) is not None
+    # a reshaped input reaching a linear layer, or a partial flatten, is not a flat MLP
+    assert MlpStep.plan(nn.Sequential(InputShape([1, 28, 28]), nn.Linear(28, 10))) is None
+    assert MlpStep.plan(nn.Sequential(InputShape([1, 28, 28]), nn.Flatten(2), linear)) is None
+    assert MlpStep.plan(nn.Sequential(linear, nn.Flatten())) is None
+
+
 def test_a_frozen_layer_is_refused():
     model = net("relu")
     model[0].weight.requires_grad_(False)
@@ -104,8 +116,17 @@ def run(splits, architecture, **options):
     return result, started["data"]["step_impl"]
 
 
-def test_engine_runs_match_the_autograd_step_and_are_deterministic(splits):
-    arch = Architecture.from_layer_sizes([784, 64, 32, 10])
+ARCHS = {
+    "layer_sizes": lambda: Architecture.from_layer_sizes([784, 64, 32, 10]),
+    "native_spec": lambda: NetSpec.model_validate({"input_shape": [1, 28, 28], "layers": [
+        {"type": "flatten"}, {"type": "linear", "out": 32}, {"type": "tanh"},
+        {"type": "linear", "out": 10}]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_engine_runs_match_the_autograd_step_and_are_deterministic(splits, name):
+    arch = ARCHS[name]()
     written, impl = run(splits, arch)
     again, _ = run(splits, arch)
     autograd, autograd_impl = run(splits, arch, step_impl="autograd")

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..model import InputShape
+
 # activation module -> (in-place forward, backward computed from the activation's output)
 _ACTIVATIONS = {
     nn.ReLU: (torch.relu_, lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0)),
@@ -45,12 +47,22 @@ class MlpStep:
 
     @staticmethod
     def plan(net: nn.Module) -> list[_Layer] | None:
-        """The layers of ``net`` when it is a trainable Linear/activation stack, else None."""
+        """The layers of ``net`` when it is a trainable Linear/activation stack (after a native
+        spec's input reshape and flatten, which leave flat rows flat), else None."""
         if not isinstance(net, nn.Sequential):
             return None
         layers: list[_Layer] = []
+        shaped = False  # rows reshaped to (B, C, H, W) by a native spec's input and not flattened
         for module in net:
-            if isinstance(module, nn.Linear):
+            if not layers and isinstance(module, (InputShape, nn.Flatten)):
+                # before the first layer these only reshape the flat rows the step gets
+                if isinstance(module, InputShape):
+                    shaped = len(module.shape) > 1
+                elif (module.start_dim, module.end_dim) == (1, -1):
+                    shaped = False
+                else:
+                    return None
+            elif isinstance(module, nn.Linear) and not shaped:
                 if not all(p.requires_grad for p in module.parameters()):
                     return None  # frozen layers: autograd skips their gradients for us
                 layers.append(_Layer(module, None))
