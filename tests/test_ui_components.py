@@ -245,6 +245,9 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     table = view._table.value
     assert table.iloc[0]["run_id"] == other.run_id  # newest first
     assert list(table["created_at"]) == sorted(table["created_at"], reverse=True)
+    assert "architecture" not in table  # not a default column: shown when chosen
+    view.columns = [*view.columns, "architecture"]
+    table = view._table.value
     mine = table[table["run_id"] == run.run_id].iloc[0]
     assert mine["name"] == run.name and mine["architecture"] == "784-64-10"
     view.state_filter = ["failed"]

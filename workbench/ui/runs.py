@@ -18,7 +18,7 @@ from panel.viewable import Viewer
 
 from ..service.charts import CHART_CONFIG
 from ..store.entities import RUN_STATES, RunRecord
-from ..store.runs_table import COLUMNS
+from ..store.runs_table import BASE_COLUMNS, COLUMNS, METRIC_COLUMNS
 from .after_paint import fill_after_paint
 from .compare import CompareView
 from .state import AppState
@@ -29,9 +29,11 @@ DEFAULT_SQL = (
     "SELECT name, count(*) AS points, round(max(value), 4) AS max_value\n"
     "FROM metrics GROUP BY name ORDER BY name"
 )
-_COLUMNS = ["run_id", "name", "experiment", "tags", "state", "error", "model", "dataset",
-            "device", "optimizer", "lr", "batch_size", "architecture", "best_val_accuracy",
-            "final_val_loss", "test_accuracy", "duration_s", "samples_per_s", "created_at"]
+# The table's default columns (the user chooses others under Columns): each shown column is
+# three Bokeh models in the tab's first patch and 12 cells the browser draws (twice), so the
+# default set is what most comparisons need; error, device, dataset, architecture... on request.
+_COLUMNS = ["run_id", "name", "experiment", "tags", "state", "model", "optimizer", "lr",
+            "batch_size", "best_val_accuracy", "final_val_loss", "duration_s", "created_at"]
 # What the charts below the table need from every row, shown or not.
 _CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer", "lr", "batch_size", "epochs", "architecture",
                   "duration_s", "best_val_accuracy", "final_val_accuracy", "best_val_loss",
@@ -46,6 +48,16 @@ _WIDTHS = {"run_id": 290, "model_id": 290, "param_id": 290, "name": 160, "experi
            "tags": 130, "notes": 180, "error": 220, "model": 130, "architecture": 170,
            "state": 100, "dataset": 120, "target": 90, "device": 90, "optimizer": 100,
            "best_val_accuracy": 170}
+
+
+# Tabulator's own formatters: Panel's default (a Bokeh formatter per column) renders every cell
+# as HTML parsed in the browser, a good part of drawing the table. Numbers come rounded
+# (runs_frame) and are right-aligned as before.
+_NUMBERS = [c for c in COLUMNS if c in METRIC_COLUMNS or BASE_COLUMNS[c][1] == "number"]
+_FORMATTERS: dict[str, Any] = {
+    **{c: "plaintext" for c in COLUMNS},
+    "best_val_accuracy": {"type": "progress", "max": 1, "legend": True},
+}
 
 
 def column_width(column: str) -> int:
@@ -140,7 +152,7 @@ class RunsView(Viewer):
             pd.DataFrame(columns=list(self.columns)), selectable="checkbox",
             pagination="remote", page_size=12, sizing_mode="stretch_width", show_index=False,
             disabled=True, header_filters=False, css_classes=["runs-table"], height=420,
-            formatters={"best_val_accuracy": {"type": "progress", "max": 1, "legend": True}},
+            formatters=_FORMATTERS, text_align={c: "right" for c in _NUMBERS},
             widths={c: column_width(c) for c in COLUMNS},
         )
         self._table.param.watch(self._on_select, "selection")
@@ -155,6 +167,13 @@ class RunsView(Viewer):
         self._experiments: dict[str, dict[str, Any]] = {}
         self._experiment_note = pn.pane.Markdown("", visible=False, sizing_mode="stretch_width",
                                                  css_classes=["experiment-note"], margin=(0, 10))
+        # Panes updated in place (a ParamMethod per message cost a re-render and ~15 ms each).
+        self._count = html("")
+        self._show_count()
+        self.param.watch(lambda _: self._show_count(), "total")
+        self._errors = {name: self._error_alert(name, css) for name, css in (
+            ("query_error", "filter-error"), ("edit_error", "edit-error"),
+            ("sql_error", "sql-error"))}
         self.refresh()  # the SQL box runs on request: DEFAULT_SQL reads every metric point
 
     # ---- data ------------------------------------------------------------------------------
@@ -278,28 +297,23 @@ class RunsView(Viewer):
         if self.selected:
             self.state.run_id = self.selected[-1]
 
-    @staticmethod
-    def _alert(text: str, css: str) -> pn.viewable.Viewable:
-        return pn.pane.Alert(escape_markdown(text), alert_type="danger", visible=bool(text),
-                             css_classes=[css], sizing_mode="stretch_width")
+    def _error_alert(self, name: str, css: str) -> pn.pane.Alert:
+        """An alert showing the text of the parameter ``name``, hidden while it is empty."""
+        alert = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=[css],
+                              sizing_mode="stretch_width")
 
-    @param.depends("sql_error")
-    def _sql_error_view(self) -> pn.viewable.Viewable:
-        return self._alert(self.sql_error, "sql-error")
+        def show(*_: Any) -> None:
+            text = getattr(self, name)
+            alert.param.update(object=escape_markdown(text), visible=bool(text))
 
-    @param.depends("query_error")
-    def _query_error_view(self) -> pn.viewable.Viewable:
-        return self._alert(self.query_error, "filter-error")
+        show()
+        self.param.watch(show, name)
+        return alert
 
-    @param.depends("edit_error")
-    def _edit_error_view(self) -> pn.viewable.Viewable:
-        return self._alert(self.edit_error, "edit-error")
-
-    @param.depends("total")
-    def _count_view(self) -> pn.viewable.Viewable:
+    def _show_count(self) -> None:
         shown = min(self.total, MAX_RUNS)
         more = f" (the newest {shown}; filter to narrow)" if self.total > MAX_RUNS else ""
-        return html(f"<span class='wb-muted runs-count'>{self.total} runs{more}</span>")
+        self._count.object = f"<span class='wb-muted runs-count'>{self.total} runs{more}</span>"
 
     def __panel__(self) -> pn.viewable.Viewable:
         w = pn.widgets
@@ -323,8 +337,8 @@ class RunsView(Viewer):
         )
         # The controls below the table come once the browser has painted it (see after_paint).
         below = fill_after_paint(self._below, sizing_mode="stretch_width", margin=0)
-        return pn.Column(search, self._query_error_view, filters, self._experiment_note,
-                         self._count_view, self._table, below, sizing_mode="stretch_width")
+        return pn.Column(search, self._errors["query_error"], filters, self._experiment_note,
+                         self._count, self._table, below, sizing_mode="stretch_width")
 
     def _below(self) -> list[Any]:
         """Edit the selected run, compare, the TFLOPS history and the SQL box."""
@@ -347,12 +361,12 @@ class RunsView(Viewer):
             self.param.sql, name="Read-only SQL (DuckDB)", height=110,
             sizing_mode="stretch_width", css_classes=["sql-input"])
         return [
-            html("<h3 class='wb-h'>Selected run</h3>"), edit, self._edit_error_view,
+            html("<h3 class='wb-h'>Selected run</h3>"), edit, self._errors["edit_error"],
             html("<h3 class='wb-h'>Compare the selected runs</h3>"), self.compare,
             w.Checkbox.from_param(self.param.show_history,
                                   name="Show the achieved-TFLOPS history of the runs shown",
                                   css_classes=["show-history"]),
             self._history,
             html("<h3 class='wb-h'>Ad-hoc SQL</h3>"),
-            sql_box, run, self._sql_error_view, self._sql_result,
+            sql_box, run, self._errors["sql_error"], self._sql_result,
         ]
