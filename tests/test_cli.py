@@ -123,6 +123,9 @@ def test_ctrl_c_cancels_the_run(env):
         [sys.executable, "-m", "workbench.cli", "train", "--layers", "784,64,10",
          "--epochs", "500", "--limit", "1500", "--offline"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background (`cmd &` without job control, nohup) inherits an
+        # ignored SIGINT, and Python then installs no Ctrl-C handler: give the CLI a terminal's.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         _read_until(proc, "2.0/500")
