@@ -253,7 +253,6 @@ def get_settings() -> Settings:
     return Settings(**values)
 
 
-
 # Read on every call, not cached with the settings: launchers and tests set these per process.
 WORKER_TOKEN_ENV = "WORKBENCH_WORKER_TOKEN"  # the worker's token, and what a coordinator sends
 WORKER_TOKENS_ENV = "WORKBENCH_WORKER_TOKENS"  # a coordinator's per-worker "host:port=token,..."
@@ -283,6 +282,7 @@ def track_exit_timeout_s() -> float:
     except ValueError:
         raise ValueError(f"WORKBENCH_TRACK_EXIT_TIMEOUT_S must be a number of seconds, "
                          f"got {raw!r}") from None
+
 
 def _rate_limits() -> RateLimits:
     limits = RateLimits()

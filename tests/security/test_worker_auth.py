@@ -24,6 +24,7 @@ import pytest
 
 from tests.utils.factories import mlp
 from tests.utils.server import free_port
+from workbench import config
 from workbench.distributed import worker as wk
 
 TOKEN = "wb-worker-auth-test-token"
@@ -51,9 +52,9 @@ def start_worker(home: Path, *args: str, token: str | None = TOKEN) -> Worker:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_OFFLINE": "1"}
-    env.pop(wk.TOKEN_ENV, None)
+    env.pop(config.WORKER_TOKEN_ENV, None)
     if token is not None:
-        env[wk.TOKEN_ENV] = token
+        env[config.WORKER_TOKEN_ENV] = token
     log = home / f"worker-{port}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "worker", "--port",
@@ -197,8 +198,8 @@ def test_rank_processes_are_capped(worker, record_property):
 
 
 def test_the_coordinator_presents_the_token(worker, monkeypatch):
-    monkeypatch.setenv(wk.TOKEN_ENV, TOKEN)
-    monkeypatch.delenv(wk.TOKENS_ENV, raising=False)
+    monkeypatch.setenv(config.WORKER_TOKEN_ENV, TOKEN)
+    monkeypatch.delenv(config.WORKER_TOKENS_ENV, raising=False)
     rank = wk.RemoteRank("127.0.0.1", worker.port)
     rank.start(assignment("coord-1"))
     try:
@@ -207,8 +208,8 @@ def test_the_coordinator_presents_the_token(worker, monkeypatch):
     finally:
         rank.stop()
     # a per-worker token wins over the global one
-    monkeypatch.setenv(wk.TOKEN_ENV, "the-global-one")
-    monkeypatch.setenv(wk.TOKENS_ENV, f"10.0.0.9:1=other, 127.0.0.1:{worker.port}={TOKEN}")
+    monkeypatch.setenv(config.WORKER_TOKEN_ENV, "the-global-one")
+    monkeypatch.setenv(config.WORKER_TOKENS_ENV, f"10.0.0.9:1=other, 127.0.0.1:{worker.port}={TOKEN}")
     assert wk.coordinator_token("127.0.0.1", worker.port) == TOKEN
     with pytest.raises(RuntimeError, match="404|no job"):
         wk.call_worker("127.0.0.1", worker.port, "GET", "/jobs/none")
@@ -237,7 +238,7 @@ def test_health_probes_never_carry_the_token(monkeypatch):
     server = HTTPServer(("127.0.0.1", 0), Capture)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv(wk.TOKEN_ENV, TOKEN)
+        monkeypatch.setenv(config.WORKER_TOKEN_ENV, TOKEN)
         assert wk.worker_health("127.0.0.1", server.server_address[1])["status"] == "ok"
     finally:
         server.shutdown()
@@ -251,13 +252,13 @@ def test_a_generated_token_is_printed_once_and_kept_private(tmp_path):
         path = home / wk.TOKEN_FILE
         token = path.read_text().strip()
         assert len(token) >= 40 and stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert f"{wk.TOKEN_ENV}={token}" in first.log()
+        assert f"{config.WORKER_TOKEN_ENV}={token}" in first.log()
         assert _call(first, "POST", "/jobs", {"job": {}}, token=None).status_code == 401
         r = _call(first, "POST", "/jobs", {"job": {}}, token=token)
         assert r.status_code in (400, 422), r.text  # past the token
         # a coordinator sharing the home finds it (a worker on this machine only)
-        os.environ.pop(wk.TOKENS_ENV, None)
-        saved = os.environ.pop(wk.TOKEN_ENV, None)
+        os.environ.pop(config.WORKER_TOKENS_ENV, None)
+        saved = os.environ.pop(config.WORKER_TOKEN_ENV, None)
         old_home = os.environ["WORKBENCH_HOME"]
         from workbench.config import get_settings
 
@@ -269,7 +270,7 @@ def test_a_generated_token_is_printed_once_and_kept_private(tmp_path):
         finally:
             os.environ["WORKBENCH_HOME"] = old_home
             if saved is not None:
-                os.environ[wk.TOKEN_ENV] = saved
+                os.environ[config.WORKER_TOKEN_ENV] = saved
             get_settings.cache_clear()
     finally:
         first.stop()

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.utils.server import free_port
-from workbench.distributed.worker import TOKEN_ENV, worker_health
+from workbench.config import WORKER_TOKEN_ENV as TOKEN_ENV
+from workbench.distributed.worker import worker_health
 
 WORKER_TOKEN = "wb-test-worker-token"
 os.environ.setdefault(TOKEN_ENV, WORKER_TOKEN)

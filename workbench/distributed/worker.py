@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ..config import WORKER_TOKEN_ENV, WORKER_TOKENS_ENV, worker_token_env, worker_tokens_env
+from ..config import WORKER_TOKEN_ENV, worker_token_env, worker_tokens_env
 from ..files import create_private_file
 from .launch import RankProcess, describe_exit
 
@@ -74,7 +74,6 @@ def measure_score(seconds: float = 0.3, size: int = 512) -> tuple[str, float]:
 
 
 # ---- the worker's token ----------------------------------------------------------------------
-TOKEN_ENV, TOKENS_ENV = WORKER_TOKEN_ENV, WORKER_TOKENS_ENV  # (read in workbench.config)
 TOKEN_FILE = "worker.token"  # in WORKBENCH_HOME: a generated token, for same-machine coordinators
 MAX_TIMEOUT_S = 24 * 3600.0  # a job's rendezvous/collective timeout_s, at most
 MAX_BODY_BYTES = 256 * 1024 * 1024  # a rank assignment (fine-tuning weights travel inline)
@@ -109,7 +108,7 @@ def worker_token(token_file: str | None = None) -> tuple[str, str, bool]:
     if token_file:
         return read_token(token_file), token_file, False
     if env := worker_token_env():
-        return env, TOKEN_ENV, False
+        return env, WORKER_TOKEN_ENV, False
     path = home_token_path()
     generated = False
     if not path.exists():
@@ -355,7 +354,7 @@ def serve_worker(host: str = "127.0.0.1", port: int = 5001,
                 "process(es)", host, port, state.device, state.score, state.max_ranks)
     if generated:  # Jupyter-style: shown once, when made; kept (0600) in the home for reuse
         print(f"workbench worker: generated its token (kept in {where}); coordinators on "
-              f"other machines need it:\n  {TOKEN_ENV}={token}", file=sys.stderr, flush=True)
+              f"other machines need it:\n  {WORKER_TOKEN_ENV}={token}", file=sys.stderr, flush=True)
     else:
         print(f"workbench worker: jobs need the token from {where}", file=sys.stderr, flush=True)
     if ready is not None:

@@ -158,9 +158,8 @@ def _train(architecture, hp, splits, run_id, sink, should_stop, options,
         impl = opts.optimizer_impl
         optimizer = make_optimizer(trainable, hp.optimizer, capturable=use_graph, impl=impl)
         step: EagerStep | GraphedStep | MlpStep = EagerStep(net, optimizer, device)
-        mlp_layers = MlpStep.plan(net) if opts.step_impl == "auto" else None
-        if device.type == "cpu" and mlp_layers is not None:
-            step = MlpStep(mlp_layers, optimizer, device)
+        if device.type == "cpu" and opts.step_impl == "auto" and (layers := MlpStep.plan(net)):
+            step = MlpStep(layers, optimizer, device)
         if use_graph:
             try:
                 step = GraphedStep(net, optimizer, device, batch_size, architecture.input_size)

@@ -16,6 +16,7 @@ The gradients equal autograd's up to float rounding (``tests/test_mlp_step.py`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,8 @@ _ACTIVATIONS = {
 @dataclass(frozen=True)
 class _Layer:
     linear: nn.Linear
-    activation: type[nn.Module] | None  # applied after the linear layer, or None
+    # the activation after the linear layer, as its _ACTIVATIONS entry, or None
+    activation: tuple[Callable, Callable] | None = None
 
 
 class MlpStep:
@@ -65,9 +67,9 @@ class MlpStep:
             elif isinstance(module, nn.Linear) and not shaped:
                 if not all(p.requires_grad for p in module.parameters()):
                     return None  # frozen layers: autograd skips their gradients for us
-                layers.append(_Layer(module, None))
+                layers.append(_Layer(module))
             elif type(module) in _ACTIVATIONS and layers and layers[-1].activation is None:
-                layers[-1] = _Layer(layers[-1].linear, type(module))
+                layers[-1] = _Layer(layers[-1].linear, _ACTIVATIONS[type(module)])
             else:
                 return None
         return layers or None
@@ -86,7 +88,7 @@ class MlpStep:
             h = (torch.addmm(lin.bias, outputs[-1], lin.weight.t()) if lin.bias is not None
                  else outputs[-1] @ lin.weight.t())
             if layer.activation is not None:
-                _ACTIVATIONS[layer.activation][0](h)
+                layer.activation[0](h)  # in place
             outputs.append(h)
         logits = outputs[-1]
         log_probs = torch.log_softmax(logits, 1)
@@ -101,7 +103,7 @@ class MlpStep:
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if layer.activation is not None:
-                grad = _ACTIVATIONS[layer.activation][1](grad, outputs[i + 1])
+                grad = layer.activation[1](grad, outputs[i + 1])
             lin = layer.linear
             torch.mm(grad.t(), outputs[i], out=_grad_buffer(lin.weight))
             if lin.bias is not None:
