@@ -15,6 +15,7 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=120)
         self.comm_updates = 0  # widget state updates seen on iopub (from any thread)
+        self.comm_states: list[tuple[str, dict]] = []  # (comm id, state) of each, in order
 
     def run(self, code: str, timeout: float = 120) -> str:
         """Execute ``code``; return its stdout (raise on an error)."""
@@ -26,6 +27,7 @@ class Kernel:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "comm_msg" and content.get("data", {}).get("method") == "update":
                 self.comm_updates += 1
+                self.comm_states.append((content["comm_id"], content["data"]["state"]))
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             if kind == "stream":
