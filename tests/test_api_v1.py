@@ -96,7 +96,7 @@ def test_job_status_and_results(client, finished_jobs):
 
 
 def test_results_of_an_unfinished_job_conflict(client):
-    job = submit_job(client, epochs=50, limit=1000)
+    job = submit_job(client, epochs=1000, limit=1000)  # long enough to be cancelled running
     try:
         _error(client.get(f"/api/v1/jobs/{job['job_id']}/results"), 409, "CONFLICT")
     finally:

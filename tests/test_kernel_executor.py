@@ -92,7 +92,7 @@ def test_trains_in_a_kernel_with_live_events(store, executor):
 
 
 def test_cancel_interrupts_the_kernel(store, executor):
-    spec = new_spec(store, epochs=500)
+    spec = new_spec(store, epochs=1000)  # ~5 ms each: seconds to act after epoch 1
     rec = Recorder(store)
     handle = executor.submit(spec, rec)
     assert rec.first_epoch.wait(240)
@@ -106,7 +106,7 @@ def test_cancel_interrupts_the_kernel(store, executor):
 
 
 def test_kernel_death_fails_the_run_and_keeps_finished_epochs(store, executor):
-    spec = new_spec(store, epochs=500)
+    spec = new_spec(store, epochs=1000)  # ~5 ms each: seconds to act after epoch 1
     rec = Recorder(store)
     handle = executor.submit(spec, rec)
     assert rec.first_epoch.wait(240)

@@ -14,9 +14,9 @@ from tests.utils.v1 import wait_run
 
 pytestmark = pytest.mark.timeout(900)  # servers, workers and a kernel on a loaded machine
 
-# Small batches: ~60 steps per epoch, so a pause asked during epoch 1 or 2 lands well before
-# the last epoch even on a loaded machine.
-HP = quick_hyperparams(epochs=6, batch_size=16)
+# Small batches (~60 steps per epoch) and 40 epochs: a pause asked, or a kill made, once epoch 1
+# has ended lands seconds before the last epoch, even with the fast CPU step on a quick machine.
+HP = quick_hyperparams(epochs=40, batch_size=16)
 TRAIN = {"limit": 1200, "device": "cpu"}
 
 

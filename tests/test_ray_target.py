@@ -125,18 +125,26 @@ def wait_until(http, run_id: str, condition, timeout: float = 300) -> dict:
     return equal_runs.wait_until(http, run_id, condition, timeout)
 
 
+LONG_EPOCHS = 1000  # ~15 ms each: the pause and the cancel land seconds before the end
+
+
+def all_events(http, run_id: str) -> list[dict]:
+    """Every event of the run (a long run has more than a page's default 1,000)."""
+    return http.get(f"/api/runs/{run_id}/events", params={"limit": 10_000}).json()["events"]
+
+
 def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server, model_id):
     with server.http() as http:
         queued = http.post(f"/api/models/{model_id}/train",
-                           json={**TRAIN, "limit": 2000, "hyperparams": {"epochs": 40}})
+                           json={**TRAIN, "limit": 2000, "hyperparams": {"epochs": LONG_EPOCHS}})
         assert queued.status_code == 202, queued.text
         run_id = queued.json()["run_id"]
         wait_until(http, run_id, lambda r: r["epoch"] >= 1)
         assert http.post(f"/api/runs/{run_id}/pause").status_code == 202
         paused = wait_until(http, run_id, lambda r: r["state"] == "paused")
         at = paused["epoch"]
-        assert 1 <= at < 40, paused
-        events = http.get(f"/api/runs/{run_id}/events").json()["events"]
+        assert 1 <= at < LONG_EPOCHS, paused
+        events = all_events(http, run_id)
         assert [e["data"]["epoch"] for e in events if e["type"] == ev.CHECKPOINT] == [at]
 
         resumed = http.post(f"/api/runs/{run_id}/resume", json={"target": "ray"})
@@ -144,11 +152,11 @@ def test_a_ray_run_pauses_resumes_on_ray_from_its_checkpoint_and_cancels(server,
         wait_until(http, run_id, lambda r: r["state"] == "running" and r["epoch"] > at)
         assert http.post(f"/api/runs/{run_id}/cancel").status_code == 200
         run = wait_run(http, run_id, timeout=120)
-        assert run["state"] == "cancelled" and at < run["epoch"] < 40, run
-        types = [e["type"] for e in http.get(f"/api/runs/{run_id}/events").json()["events"]]
+        assert run["state"] == "cancelled" and at < run["epoch"] < LONG_EPOCHS, run
+        events = all_events(http, run_id)
+        types = [e["type"] for e in events]
         assert types.count(ev.RUN_CANCELLED) == 1 and ev.RUN_COMPLETED not in types
-        epochs = [e["data"]["epoch"] for e in http.get(f"/api/runs/{run_id}/events").json()
-                  ["events"] if e["type"] == ev.EPOCH]
+        epochs = [e["data"]["epoch"] for e in events if e["type"] == ev.EPOCH]
         assert epochs == list(range(1, len(epochs) + 1))  # the resumed run went on numbering
 
 
@@ -165,7 +173,7 @@ def test_ddp_on_ray_train_equals_the_same_run_on_distributed_and_cancels(server,
     with server.http() as http:
         ids = {}
         for name, body in (("ray", DDP), ("distributed", {**DDP, "target": "distributed"}),
-                           ("long", {**DDP, "limit": 2000, "hyperparams": {"epochs": 300}})):
+                           ("long", {**DDP, "limit": 2000, "hyperparams": {"epochs": LONG_EPOCHS}})):
             queued = http.post(f"/api/models/{model_id}/train", json=body)
             assert queued.status_code == 202, queued.text
             ids[name] = queued.json()["run_id"]
@@ -176,8 +184,9 @@ def test_ddp_on_ray_train_equals_the_same_run_on_distributed_and_cancels(server,
             refused.text
         assert http.post(f"/api/runs/{ids['long']}/cancel").status_code == 200
         cancelled = wait_run(http, ids["long"], timeout=120)
-        assert cancelled["state"] == "cancelled" and 1 <= cancelled["epoch"] < 300, cancelled
-        types = [e["type"] for e in http.get(f"/api/runs/{ids['long']}/events").json()["events"]]
+        assert cancelled["state"] == "cancelled" and 1 <= cancelled["epoch"] < LONG_EPOCHS, \
+            cancelled
+        types = [e["type"] for e in all_events(http, ids["long"])]
         assert types.count(ev.RUN_CANCELLED) == 1 and ev.RUN_COMPLETED not in types
 
         for target in ("ray", "distributed"):
