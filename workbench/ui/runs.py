@@ -32,8 +32,10 @@ DEFAULT_SQL = (
 # The table's default columns (the user chooses others under Columns): each shown column is
 # three Bokeh models in the tab's first patch and 12 cells the browser draws (twice), so the
 # default set is what most comparisons need; error, device, dataset, architecture... on request.
-_COLUMNS = ["run_id", "name", "experiment", "tags", "state", "model", "optimizer", "lr",
-            "batch_size", "best_val_accuracy", "final_val_loss", "duration_s", "created_at"]
+# The results come right after the name, so a 1280 px window shows them without scrolling.
+_COLUMNS = ["run_id", "name", "state", "best_val_accuracy", "final_val_loss", "experiment",
+            "tags", "model", "optimizer", "lr", "batch_size", "duration_s", "created_at"]
+_FROZEN = ["run_id", "name"]  # kept in view while the table scrolls sideways
 # What the charts below the table need from every row, shown or not.
 _CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer", "lr", "batch_size", "epochs", "architecture",
                   "duration_s", "best_val_accuracy", "final_val_accuracy", "best_val_loss",
@@ -43,8 +45,8 @@ _CHART_COLUMNS = ["run_id", "name", "experiment", "model", "dataset", "optimizer
 
 # Fixed column widths (px): Tabulator then lays the table out without measuring every cell of
 # every column (its fitData took a good part of the tab's first show with 10,000 runs). Wide
-# enough for the values the store writes (ids are 34 characters, times 19) and the headers.
-_WIDTHS = {"run_id": 290, "model_id": 290, "param_id": 290, "name": 160, "experiment": 130,
+# enough for times (19 characters) and the headers; an id (34) shows its start, whole on hover.
+_WIDTHS = {"run_id": 140, "model_id": 140, "param_id": 140, "name": 160, "experiment": 130,
            "tags": 130, "notes": 180, "error": 220, "model": 130, "architecture": 170,
            "state": 100, "dataset": 120, "target": 90, "device": 90, "optimizer": 100,
            "best_val_accuracy": 170}
@@ -152,8 +154,10 @@ class RunsView(Viewer):
             pd.DataFrame(columns=list(self.columns)), selectable="checkbox",
             pagination="remote", page_size=12, sizing_mode="stretch_width", show_index=False,
             disabled=True, header_filters=False, css_classes=["runs-table"], height=420,
-            formatters=_FORMATTERS, text_align={c: "right" for c in _NUMBERS},
-            widths={c: column_width(c) for c in COLUMNS},
+            formatters=_FORMATTERS, text_align={c: "right" for c in _NUMBERS if c != "best_val_accuracy"},  # bars grow left to right
+            widths={c: column_width(c) for c in COLUMNS}, frozen_columns=_FROZEN,
+            configuration={"columnDefaults": {"tooltip": True},  # a cut-off value, whole
+                           "placeholder": "No runs to show: train one, or widen the filter"},
         )
         self._table.param.watch(self._on_select, "selection")
         self.compare = CompareView(state)
@@ -332,11 +336,13 @@ class RunsView(Viewer):
             w.Select.from_param(self.param.experiment_filter, name="Experiment", width=180,
                                 css_classes=["experiment-filter"]),
             w.Select.from_param(self.param.dataset_filter, name="Dataset", width=140),
-            w.MultiChoice.from_param(self.param.columns, name="Columns", width=320),
+            w.MultiChoice.from_param(self.param.columns, name="Columns", width=440),
             pn.Column(pn.Row(refresh, open_live), margin=(18, 0)),
         )
-        # The controls below the table come once the browser has painted it (see after_paint).
-        below = fill_after_paint(self._below, sizing_mode="stretch_width", margin=0)
+        # The controls below the table come once the browser shows its first row, or says it has
+        # none (see after_paint).
+        below = fill_after_paint(self._below, sizing_mode="stretch_width", margin=0,
+                                 wait_for=[".runs-table", ".tabulator-row, .tabulator-placeholder"])
         return pn.Column(search, self._errors["query_error"], filters, self._experiment_note,
                          self._count, self._table, below, sizing_mode="stretch_width")
 
