@@ -50,13 +50,19 @@ def _trace_names(page, css: str) -> list[str]:
         "el => (el.data || []).map(t => t.name)")
 
 
-def test_compare_selected_runs_in_the_app(server, runs, browser):
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+def _runs_tab(server, browser, width: int, height: int):
+    """A new page on the app's Runs tab, once the runs show: (page, its problems, the table)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
     problems = watch(page)
     page.goto(server.app_url)
     page.locator(".bk-tab", has_text="Runs").click()
     table = page.locator(".runs-table")
     table.get_by_text("lr-small").first.wait_for(timeout=60_000)
+    return page, problems, table
+
+
+def test_compare_selected_runs_in_the_app(server, runs, browser):
+    page, problems, table = _runs_tab(server, browser, 1440, 1000)
 
     # A filter that is not valid says where; a valid one narrows the table.
     box = page.locator(".runs-filter input")
@@ -104,12 +110,7 @@ def _settles(condition, timeout: float = 10.0) -> bool:
 
 
 def test_a_laptop_window_shows_the_results_and_an_empty_table_says_so(server, runs, browser):
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    problems = watch(page)
-    page.goto(server.app_url)
-    page.locator(".bk-tab", has_text="Runs").click()
-    table = page.locator(".runs-table")
-    table.get_by_text("lr-small").first.wait_for(timeout=60_000)
+    page, problems, table = _runs_tab(server, browser, 1280, 800)
     # The results come right after the name: in view without scrolling sideways (polled: the
     # table lays itself out again a few times on first show).
     header = table.locator(".tabulator-col", has_text="best_val_accuracy").first

@@ -264,6 +264,10 @@ def test_runs_view_table_filters_compare_and_sql(trained, service):
     assert view.query_error == "" and view.total >= 2
     view.columns = ["name", "lr"]
     assert list(view._table.value.columns) == ["run_id", "name", "lr"]
+    assert view._table.frozen_columns == ["run_id", "name"]
+    view.columns = ["lr"]
+    assert view._table.frozen_columns == ["run_id"]  # only shown columns are frozen
+    view.columns = ["name", "lr"]
 
     compare = view.compare
     # Nothing ticked: no parallel coordinates or scatter drawn (opening the tab stays quick).

@@ -212,7 +212,9 @@ class RunsView(Viewer):
         self._rows, self.total = table.rows, table.total
         shown = [c for c in ["run_id", *self.columns] if c in wanted]
         keep = list(self.selected)  # a new table value clears the selection: tick them again
-        self._table.value = runs_frame(self._rows, list(dict.fromkeys(shown)))
+        # Frozen: only those shown (Panel counts a frozen name that is absent as a column).
+        self._table.param.update(value=runs_frame(self._rows, list(dict.fromkeys(shown))),
+                                 frozen_columns=[c for c in _FROZEN if c in shown])
         position = {r["run_id"]: i for i, r in enumerate(self._rows)}
         self._table.selection = [position[r] for r in keep if r in position]
         self.selected = [r for r in keep if r in position]
