@@ -23,7 +23,7 @@ from tests.utils.browser import chromium, each_tab, needs_chromium, offline_cont
 from tests.utils.server import start_server
 from tests.utils.shots import screenshot_dir
 
-EPOCHS = 4
+EPOCHS = 20  # a few seconds of training: the 250 ms poll draws it part-done many times
 
 pytestmark = needs_chromium
 
@@ -159,7 +159,7 @@ def test_walkthrough(page, server):
     _tab(page, "Train")
     page.locator(".launch-run button").wait_for()
     _set_number(page, ".hp-epochs", EPOCHS)
-    _set_number(page, ".hp-limit", 2000)
+    _set_number(page, ".hp-limit", 3000)
     page.locator(".hp-batch input").fill("10")
     page.locator(".hp-batch input").press("Enter")
     # Record the loss trace's length at every redraw, in the page itself.

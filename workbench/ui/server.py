@@ -99,8 +99,14 @@ def mount(app: Any, service: Any, *, allowed_origins: frozenset[str] = frozenset
 
     def refill() -> None:
         with lock:
-            if not spares:
+            if spares or service.store.closed:
+                return
+            try:
                 spares.append(create_app(service, lazy_js=True))
+            except RuntimeError:
+                # a timer can outlive the server: its store closed while the views were built
+                if not service.store.closed:
+                    raise
 
     def session() -> Any:
         # Registering this document's extensions (none) keeps plotly.js and Tabulator out of
